@@ -1,0 +1,62 @@
+"""Contrastive losses as pure functions of embeddings.
+
+All take un-normalised embeddings and normalise them inside. Each is tested against a
+hand-written (loop) reference in ``tests/test_losses.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nt_xent(z: torch.Tensor, positive_index: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent / InfoNCE over ``2N`` (or any M) rows with one positive per row (SimCLR).
+
+    ``L_i = -log( exp(s_{i,p(i)}/τ) / Σ_{k≠i} exp(s_ik/τ) )`` averaged over rows, with
+    ``s = cos(z_i, z_k)``. ``positive_index[i]`` is the row index of i's positive.
+
+    Args:
+        z: (M, D) embeddings.
+        positive_index: (M,) int64.
+        temperature: τ; 0.1-0.5 for SimCLR, 0.07 in SSL-FER. Lower = harder negatives.
+    """
+    z = F.normalize(z.float(), dim=1)
+    sim = z @ z.t() / temperature
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    return F.cross_entropy(sim, positive_index.to(z.device))
+
+
+def pair_positive_index(n_pairs: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Positive indices for the layout ``[view1 (N), view2 (N)]``: row i ↔ row i ± N."""
+    idx = torch.arange(2 * n_pairs, device=device)
+    return (idx + n_pairs) % (2 * n_pairs)
+
+
+def multi_positive_nt_xent(z: torch.Tensor, groups: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Multi-positive NT-Xent (SupCon form with group ids as "labels"), as used for CL-MEx.
+
+    ``L_i = -(1/|P(i)|) Σ_{p∈P(i)} log( exp(s_ip/τ) / Σ_{k≠i} exp(s_ik/τ) )`` where P(i) are the
+    other rows of i's group. Rows whose group has no other member are ignored.
+    """
+    z = F.normalize(z.float(), dim=1)
+    m = z.shape[0]
+    sim = z @ z.t() / temperature
+    eye = torch.eye(m, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (groups.view(-1, 1) == groups.view(1, -1)) & ~eye
+    n_pos = pos.sum(1)
+    valid = n_pos > 0
+    if not bool(valid.any()):
+        return z.sum() * 0.0
+    mean_log_prob = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
+    return -(mean_log_prob[valid]).mean()
+
+
+def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BYOL regression loss ``2 - 2·cos(q, z')`` averaged over the batch (target is detached)."""
+    p = F.normalize(prediction.float(), dim=-1)
+    t = F.normalize(target.detach().float(), dim=-1)
+    return (2 - 2 * (p * t).sum(dim=-1)).mean()

@@ -1,0 +1,32 @@
+"""SSL methods: a plain dict registry over :class:`~workbench.methods.base.SSLMethod`.
+
+Add a method by writing one file with a subclass and adding it to ``METHODS`` below.
+"""
+
+from __future__ import annotations
+
+from workbench.methods.base import Batch, MethodConfig, SSLMethod
+from workbench.methods.byol import BYOL
+from workbench.methods.simclr import SimCLR
+
+METHODS: dict[str, type[SSLMethod]] = {
+    "simclr": SimCLR,
+    "byol": BYOL,
+}
+
+
+def get_method(name: str) -> type[SSLMethod]:
+    """Look up a method class by name; a clear error with suggestions when unknown."""
+    from workbench.errors import ConfigError
+
+    key = name.strip().lower().replace("-", "_")
+    if key in METHODS:
+        return METHODS[key]
+    import difflib
+
+    guess = difflib.get_close_matches(key, list(METHODS), n=1)
+    hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+    raise ConfigError(f"unknown method '{name}'{hint}; available: {', '.join(METHODS)}")
+
+
+__all__ = ["METHODS", "Batch", "MethodConfig", "SSLMethod", "get_method"]

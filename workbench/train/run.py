@@ -1,0 +1,157 @@
+"""Run folders: create and resume a pretraining run, and load a finished one for analysis."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import CheckpointError, ConfigError
+from workbench.io import read_json, write_json
+from workbench.train.config import RunConfig
+
+
+def code_version() -> dict[str, Any]:
+    """Package version, git commit (when run from a checkout) and library versions."""
+    import timm
+
+    import workbench
+
+    sha = ""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(workbench.__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"workbench": workbench.__version__, "git": sha, "torch": torch.__version__,
+            "timm": timm.__version__, "python": platform.python_version()}
+
+
+def build_method(config: RunConfig):
+    """Instantiate the backbone and the method of a run config (random init unless weights given)."""
+    from workbench.methods import get_method
+    from workbench.models import Backbone
+
+    cls = get_method(config.method)
+    mcfg = config.build_method_config()
+    backbone = Backbone(config.model.backbone, image_size=config.data.image_size,
+                        weights=config.model.weights or None)
+    return cls(mcfg, backbone, config.data.image_size)
+
+
+def prepare_data(config: RunConfig, *, progress: bool = True):
+    """Load (decode once, cached) the training split and the val split for online kNN."""
+    from workbench.data.cache import load_face_data
+
+    data = load_face_data(config.data.manifest, config.data.image_size,
+                          cache_dir=config.data.cache_dir or None, progress=progress)
+    if config.data.split == "all":
+        return data, None
+    train = data.split(config.data.split)
+    val = None
+    try:
+        val = data.split("val")
+    except Exception:  # noqa: BLE001 - no val split: online kNN is skipped
+        val = None
+    return train, val
+
+
+def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, callbacks=None,
+             progress: bool = True, trainer_hook=None):
+    """Pretrain ``config`` into ``out_dir``; returns a :class:`~workbench.train.trainer.TrainResult`.
+
+    ``resume=True`` continues from ``out_dir/checkpoints/last.safetensors`` (the saved config must
+    match). ``trainer_hook(trainer)`` is called before training starts (the notebook keeps the
+    trainer to call ``trainer.stop()``).
+    """
+    from workbench.train.trainer import Trainer
+
+    out = Path(out_dir)
+    cfg_path = out / "config.json"
+    if resume:
+        if not cfg_path.is_file():
+            raise ConfigError(f"cannot resume: {cfg_path} not found")
+        saved = RunConfig.from_dict(read_json(cfg_path)["config"])
+        if saved.to_dict() != config.to_dict():
+            # allow extending the number of epochs only
+            a, b = saved.to_dict(), config.to_dict()
+            a["train"].pop("epochs"), b["train"].pop("epochs")
+            if a != b:
+                raise ConfigError(f"cannot resume {out}: the config differs from the saved one "
+                                  "(only --epochs may change)")
+    elif (out / "checkpoints" / "last.safetensors").exists():
+        raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    config.build_method_config()  # validate early
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
+    method = build_method(config)
+    train, val = prepare_data(config, progress=progress)
+    method.check_data(train)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg_path, {"config": config.to_dict(), "version": code_version(),
+                          "method_config_resolved": _resolved(method)})
+    trainer = Trainer(config, method, train, out, val_data=val, callbacks=callbacks, progress=progress)
+    if resume:
+        trainer.resume(out / "checkpoints" / "last.safetensors")
+    if trainer_hook is not None:
+        trainer_hook(trainer)
+    return trainer.fit()
+
+
+def _resolved(method) -> dict[str, Any]:
+    from workbench.config import to_dict
+
+    return to_dict(method.cfg)
+
+
+@dataclass
+class LoadedRun:
+    """A run loaded for analysis: the method in eval mode plus its config."""
+
+    path: Path
+    config: RunConfig
+    method: Any
+    checkpoint: Path
+    state: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def image_size(self) -> int:
+        return self.config.data.image_size
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Numbered checkpoints in training order (``epoch-0001`` ...)."""
+    return sorted((Path(run_dir) / "checkpoints").glob("epoch-*.safetensors"))
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path = "last", device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a run folder (``checkpoint``: 'last', 'epoch-0003', or a path) with its method in eval mode."""
+    run = Path(run_dir)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run} is not a run folder (no config.json); create one with `workbench pretrain`")
+    config = RunConfig.from_dict(read_json(cfg_path)["config"])
+    ck = Path(checkpoint)
+    if not ck.suffix:
+        ck = run / "checkpoints" / f"{checkpoint}.safetensors"
+    from workbench.train.checkpoint import load_checkpoint
+
+    method = build_method(_without_weights(config))
+    state = load_checkpoint(ck, method)
+    method.to(device).eval()
+    return LoadedRun(run, config, method, ck, state)
+
+
+def _without_weights(config: RunConfig) -> RunConfig:
+    d = config.to_dict()
+    d["model"]["weights"] = ""
+    return RunConfig.from_dict(d)

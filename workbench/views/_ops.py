@@ -1,0 +1,253 @@
+"""Private batched tensor helpers shared by the view families (CPU and CUDA, no Python loop over B).
+
+Pixel convention used by every view: a landmark ``(x, y)`` addresses the pixel *centre* ``img[..., y, x]``
+(OpenCV/dlib/numpy convention), so the image spans ``[-0.5, W - 0.5]`` horizontally. This matches
+``grid_sample(align_corners=False)`` where a normalised coordinate ``u`` maps to ``x = ((u + 1) W - 1) / 2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.errors import ConfigError
+
+#: ITU-R 601 luma weights (as torchvision's ``rgb_to_grayscale``).
+LUMA = (0.2989, 0.587, 0.114)
+
+
+# --------------------------------------------------------------------------- checks / randomness
+def check_images(images: Tensor, name: str = "images") -> None:
+    """Raise ConfigError unless ``images`` is a floating (B, 3, H, W) tensor."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ConfigError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], got {shape}")
+    if not images.is_floating_point():
+        raise ConfigError(f"{name} must be floating point in [0, 1] (got {images.dtype}); divide uint8 by 255")
+
+
+def check_landmarks(landmarks: Tensor, batch: int, name: str = "landmarks") -> None:
+    """Raise ConfigError unless ``landmarks`` is (B, 68, 2)."""
+    if not isinstance(landmarks, Tensor) or landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2) \
+            or landmarks.shape[0] != batch:
+        shape = tuple(landmarks.shape) if isinstance(landmarks, Tensor) else type(landmarks).__name__
+        raise ConfigError(f"{name} must be a tensor ({batch}, 68, 2) of (x, y) pixel coordinates, got {shape}")
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """The generator must live on the images' device (torch draws on the generator's device)."""
+    if generator is not None and torch.device(generator.device).type != torch.device(device).type:
+        raise ConfigError(f"the generator is on {generator.device} but the images are on {device}: "
+                          f"use torch.Generator(device=images.device).manual_seed(seed)")
+
+
+def uniform(shape: tuple[int, ...], lo: float, hi: float, generator: torch.Generator | None,
+            device: torch.device) -> Tensor:
+    """float32 samples from U(lo, hi) drawn on ``device`` from ``generator``."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    return lo + (hi - lo) * u
+
+
+def coin(p: float, batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """(B,) bool, True with probability ``p`` (always draws, so the random stream does not depend on p)."""
+    return torch.rand((batch,), generator=generator, device=device) < p
+
+
+# --------------------------------------------------------------------------- affine warps
+def pixel_to_norm_matrix(h: int, w: int, device: torch.device) -> Tensor:
+    """3x3 matrix mapping pixel-centre coordinates to grid_sample's normalised coordinates."""
+    return torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0],
+                         [0.0, 2.0 / h, 1.0 / h - 1.0],
+                         [0.0, 0.0, 1.0]], device=device, dtype=torch.float64)
+
+
+def to3x3(affine: Tensor) -> Tensor:
+    """(B, 2, 3) -> (B, 3, 3) homogeneous matrices."""
+    bottom = torch.zeros_like(affine[:, :1, :])
+    bottom[:, 0, 2] = 1
+    return torch.cat([affine, bottom], dim=1)
+
+
+def invert_affine(affine: Tensor) -> Tensor:
+    """Inverse of a batch of (B, 2, 3) affine maps."""
+    return torch.linalg.inv(to3x3(affine.double()))[:, :2].to(affine.dtype)
+
+
+def apply_affine(affine: Tensor, points: Tensor) -> Tensor:
+    """Apply (B, 2, 3) affine maps to (B, K, 2) points."""
+    return points @ affine[:, :, :2].transpose(1, 2) + affine[:, None, :, 2]
+
+
+def warp_affine(images: Tensor, affine: Tensor, out_hw: tuple[int, int], *, padding: str = "zeros",
+                mode: str = "bilinear") -> Tensor:
+    """Resample ``images`` so that output pixel ``q`` shows input pixel ``affine @ [q, 1]``.
+
+    ``affine`` (B, 2, 3) maps output pixel-centre coordinates to input pixel-centre coordinates.
+    """
+    b, _, h, w = images.shape
+    ho, wo = out_hw
+    dev = images.device
+    theta = pixel_to_norm_matrix(h, w, dev) @ to3x3(affine.double()) @ torch.linalg.inv(
+        pixel_to_norm_matrix(ho, wo, dev))
+    grid = F.affine_grid(theta[:, :2].to(images.dtype), [b, 3, ho, wo], align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=False)
+
+
+def pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(H, W, 2) pixel-centre coordinates (x, y)."""
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
+
+def sample_at_pixels(images: Tensor, coords: Tensor, *, padding: str = "border") -> Tensor:
+    """Bilinear sample of ``images`` at (B, Ho, Wo, 2) pixel-centre coordinates (x, y)."""
+    _, _, h, w = images.shape
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=coords.device, dtype=coords.dtype)
+    offset = torch.tensor([1.0 / w - 1.0, 1.0 / h - 1.0], device=coords.device, dtype=coords.dtype)
+    grid = (coords * scale + offset).to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+# --------------------------------------------------------------------------- colour
+def grayscale(images: Tensor) -> Tensor:
+    """(B, 1, H, W) luma."""
+    r, g, b = images.unbind(dim=1)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
+
+
+def rgb_to_hsv(images: Tensor) -> Tensor:
+    """RGB in [0, 1] -> HSV with all channels in [0, 1] (torchvision's tensor formula)."""
+    r, g, b = images.unbind(dim=1)
+    maxc = images.max(dim=1).values
+    minc = images.min(dim=1).values
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    cr_div = torch.where(eqc, ones, cr)
+    rc = (maxc - r) / cr_div
+    gc = (maxc - g) / cr_div
+    bc = (maxc - b) / cr_div
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """Inverse of :func:`rgb_to_hsv`."""
+    h, s, v = hsv.unbind(dim=1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    mask = i.unsqueeze(1) == torch.arange(6, device=i.device).view(-1, 1, 1)
+    a1 = torch.stack((v, q, p, p, t, v), dim=1)
+    a2 = torch.stack((t, v, v, q, p, p), dim=1)
+    a3 = torch.stack((p, p, t, v, v, q), dim=1)
+    a4 = torch.stack((a1, a2, a3), dim=1)  # (B, 3, 6, H, W)
+    return torch.einsum("...ijk,...xijk->...xjk", mask.to(hsv.dtype), a4)
+
+
+# --------------------------------------------------------------------------- blur
+def gaussian_kernels(sigma: Tensor, ksize: int, radius: Tensor | None = None) -> Tensor:
+    """(B, ksize) normalised 1-D Gaussian kernels; taps beyond ``radius`` (B,) are zeroed."""
+    half = ksize // 2
+    x = torch.arange(-half, half + 1, device=sigma.device, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x[None] / sigma.float().clamp_min(1e-3)[:, None]) ** 2)
+    if radius is not None:
+        k = k * (x.abs()[None] <= radius.float()[:, None])
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def separable_blur(images: Tensor, kernels: Tensor) -> Tensor:
+    """Blur each sample with its own separable kernel (B, k) via one grouped convolution per axis.
+
+    Borders are reflected (``cv2.BORDER_REFLECT_101``-like); kernels larger than the image fall back
+    to replicate padding.
+    """
+    b, c, h, w = images.shape
+    k = kernels.shape[1]
+    half = k // 2
+    if half == 0:
+        return images
+    weight = kernels.to(images.dtype).repeat_interleave(c, dim=0)  # (B*C, k)
+    x = images.reshape(1, b * c, h, w)
+    mode = "reflect" if half < min(h, w) else "replicate"
+    x = F.pad(x, (half, half, 0, 0), mode=mode)
+    x = F.conv2d(x, weight.view(b * c, 1, 1, k), groups=b * c)
+    x = F.pad(x, (0, 0, half, half), mode=mode)
+    x = F.conv2d(x, weight.view(b * c, 1, k, 1), groups=b * c)
+    return x.view(b, c, h, w)
+
+
+def auto_kernel_size(sigma_max: float, limit: int) -> int:
+    """Odd kernel size ~ 6 sigma + 1, at most ``limit`` (odd)."""
+    k = 2 * math.ceil(3.0 * sigma_max) + 1
+    lim = limit if limit % 2 == 1 else limit - 1
+    return max(1, min(k, lim))
+
+
+# --------------------------------------------------------------------------- rasterisation
+def convex_hull_mask(points: Tensor, h: int, w: int, *, tolerance: float = 1e-3) -> Tensor:
+    """(B, H, W) bool: pixel centres inside the filled convex hull of each (B, K, 2) point set.
+
+    Batched and hull-free: an edge (i, j) supports the hull when every point lies on its left
+    (cross product >= 0); the hull is the intersection of those half-planes. For each point we keep
+    one supporting edge (hull vertices have one, interior points none), so the pixel test costs K
+    half-plane checks. ``tolerance`` (pixels) includes centres lying on the boundary.
+    """
+    pts = points.float()
+    b, k, _ = pts.shape
+    d = pts[:, None, :, :] - pts[:, :, None, :]  # d[b, i, j] = p_j - p_i
+    # cross(p_j - p_i, p_m - p_i) for all i, j, m -> (B, K, K, K)
+    rel = pts[:, :, None, :] - pts[:, :, None, :].new_zeros(1)  # placeholder for broadcasting clarity
+    del rel
+    dm = pts[:, None, None, :, :] - pts[:, :, None, None, :]  # (B, K(i), 1, K(m), 2)
+    cross = d[:, :, :, None, 0] * dm[..., 1] - d[:, :, :, None, 1] * dm[..., 0]  # (B, K, K, K)
+    length = d.norm(dim=-1)  # (B, K, K)
+    scale = length.clamp_min(1e-6)
+    supporting = ((cross / scale[..., None]) >= -tolerance).all(dim=-1) & (length > 1e-4)  # (B, K, K)
+    # one supporting edge per start point: the longest (any is the same line up to collinear points)
+    score = torch.where(supporting, length, torch.full_like(length, -1.0))
+    best = score.argmax(dim=2)  # (B, K)
+    valid = score.gather(2, best[..., None]).squeeze(-1) > 0  # (B, K)
+    start = pts  # (B, K, 2)
+    direction = torch.gather(pts, 1, best[..., None].expand(-1, -1, 2)) - start
+    norm = direction.norm(dim=-1).clamp_min(1e-6)
+    grid = pixel_grid(h, w, pts.device)  # (H, W, 2)
+    inside = torch.ones((b, h, w), dtype=torch.bool, device=pts.device)
+    for i in range(k):  # K half-planes (small, fixed), each a (B, H, W) test
+        rx = grid[None, :, :, 0] - start[:, i, 0, None, None]
+        ry = grid[None, :, :, 1] - start[:, i, 1, None, None]
+        c = (direction[:, i, 0, None, None] * ry - direction[:, i, 1, None, None] * rx) / norm[:, i, None, None]
+        inside &= (c >= -tolerance) | ~valid[:, i, None, None]
+    # a degenerate set (all collinear or one point) has no area
+    return inside & valid.any(dim=1)[:, None, None] & (_hull_area_positive(pts))[:, None, None]
+
+
+def _hull_area_positive(pts: Tensor) -> Tensor:
+    """(B,) True when the points are not all (nearly) collinear."""
+    c = pts - pts.mean(dim=1, keepdim=True)
+    cov = c.transpose(1, 2) @ c
+    return torch.linalg.det(cov) > 1e-6 * (cov.diagonal(dim1=1, dim2=2).sum(-1) ** 2).clamp_min(1e-12)
+
+
+def ellipse_mask(box: Tensor, h: int, w: int) -> Tensor:
+    """(B, H, W) bool filled ellipses inscribed in boxes (B, 4) = (x0, y0, x1, y1), pixel centres."""
+    grid = pixel_grid(h, w, box.device)
+    cx = (box[:, 0] + box[:, 2]) / 2
+    cy = (box[:, 1] + box[:, 3]) / 2
+    ax = ((box[:, 2] - box[:, 0]) / 2).clamp_min(1e-3)
+    ay = ((box[:, 3] - box[:, 1]) / 2).clamp_min(1e-3)
+    nx = (grid[None, :, :, 0] - cx[:, None, None]) / ax[:, None, None]
+    ny = (grid[None, :, :, 1] - cy[:, None, None]) / ay[:, None, None]
+    return nx * nx + ny * ny <= 1.0
