@@ -207,19 +207,17 @@ def convex_hull_mask(points: Tensor, h: int, w: int, *, tolerance: float = 1e-3)
     """
     pts = points.float()
     b, k, _ = pts.shape
-    d = pts[:, None, :, :] - pts[:, :, None, :]  # d[b, i, j] = p_j - p_i
-    # cross(p_j - p_i, p_m - p_i) for all i, j, m -> (B, K, K, K)
-    rel = pts[:, :, None, :] - pts[:, :, None, :].new_zeros(1)  # placeholder for broadcasting clarity
-    del rel
-    dm = pts[:, None, None, :, :] - pts[:, :, None, None, :]  # (B, K(i), 1, K(m), 2)
-    cross = d[:, :, :, None, 0] * dm[..., 1] - d[:, :, :, None, 1] * dm[..., 0]  # (B, K, K, K)
-    length = d.norm(dim=-1)  # (B, K, K)
-    scale = length.clamp_min(1e-6)
-    supporting = ((cross / scale[..., None]) >= -tolerance).all(dim=-1) & (length > 1e-4)  # (B, K, K)
-    # one supporting edge per start point: the longest (any is the same line up to collinear points)
-    score = torch.where(supporting, length, torch.full_like(length, -1.0))
-    best = score.argmax(dim=2)  # (B, K)
-    valid = score.gather(2, best[..., None]).squeeze(-1) > 0  # (B, K)
+    best = torch.zeros((b, k), dtype=torch.long, device=pts.device)
+    valid = torch.zeros((b, k), dtype=torch.bool, device=pts.device)
+    for i in range(k):  # K start points (small, fixed); each step is (B, K, K)
+        d = pts - pts[:, i:i + 1]  # (B, K, 2): p_j - p_i, also p_m - p_i
+        cross = d[:, :, None, 0] * d[:, None, :, 1] - d[:, :, None, 1] * d[:, None, :, 0]  # (B, j, m)
+        length = d.norm(dim=-1)  # (B, K)
+        supporting = ((cross / length.clamp_min(1e-6)[..., None]) >= -tolerance).all(dim=-1) & (length > 1e-4)
+        # keep the longest supporting edge (collinear candidates give the same line)
+        score = torch.where(supporting, length, torch.full_like(length, -1.0))
+        best[:, i] = score.argmax(dim=1)
+        valid[:, i] = score.max(dim=1).values > 0
     start = pts  # (B, K, 2)
     direction = torch.gather(pts, 1, best[..., None].expand(-1, -1, 2)) - start
     norm = direction.norm(dim=-1).clamp_min(1e-6)

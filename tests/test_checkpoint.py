@@ -1,0 +1,82 @@
+"""Checkpoints: round trip, atomicity, and refusal of pickles that carry code."""
+
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from workbench.errors import CheckpointError
+from workbench.train.checkpoint import load_checkpoint, load_tensors, save_checkpoint
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+
+
+def test_round_trip_with_optimizer(tmp_path):
+    m = _model()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    m(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c.safetensors", m, opt, {"epoch": 2, "step": 7})
+    m2 = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    opt2 = torch.optim.AdamW(m2.parameters(), lr=1e-3)
+    state = load_checkpoint(tmp_path / "c.safetensors", m2, opt2)
+    assert state["epoch"] == 2 and state["step"] == 7
+    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["lr"] == 1e-2
+    for pid in s1["state"]:
+        assert torch.equal(s1["state"][pid]["exp_avg"], s2["state"][pid]["exp_avg"])
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/workbench_pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"weight": _Evil()}, fh)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_tensors(path)
+    assert not os.path.exists("/tmp/workbench_pwned")
+
+
+def test_tensor_only_pth_is_accepted(tmp_path):
+    m = _model()
+    torch.save(m.state_dict(), tmp_path / "w.pth")
+    m2 = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    load_checkpoint(tmp_path / "w.pth", m2)
+    assert torch.equal(m[0].weight, m2[0].weight)
+
+
+def test_mismatch_and_corrupt_are_clear_errors(tmp_path):
+    save_checkpoint(tmp_path / "c.safetensors", _model(), None, {})
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "c.safetensors", nn.Linear(3, 3))
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_tensors(tmp_path / "bad.safetensors")
+
+
+def test_interrupted_write_keeps_previous(tmp_path, monkeypatch):
+    m = _model()
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, m, None, {"step": 1})
+    before = path.read_bytes()
+    import safetensors.torch as st
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(st, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, m, None, {"step": 2})
+    assert path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

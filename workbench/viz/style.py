@@ -1,0 +1,211 @@
+"""Figure style presets and fixed palettes (the same in plotly and matplotlib).
+
+Presets match journal column widths: ``"single"`` = 3.5 in (88 mm), ``"double"`` = 7.16 in (180 mm).
+Font sizes are in points at the printed size, so a figure exported with a preset needs no rescaling
+in LaTeX (``\\includegraphics[width=\\columnwidth]``). Sizes in plotly are converted at 96 px per inch,
+which is how Kaleido maps layout pixels to PDF points.
+
+Palettes never depend on which classes a plot happens to contain:
+
+- :data:`EXPRESSION_COLORS`: one colour per canonical expression, Okabe-Ito (colour-blind safe)
+  plus grey for neutral; order = :data:`~workbench.data.vocabulary.EXPRESSIONS`.
+- :data:`IDENTITY_PALETTE`: Paul Tol's 9 "muted" colours, repeated over sorted identity codes
+  (identities are too many to be distinguished by colour alone; use facets or hover).
+- :data:`FACTOR_COLORS`: expression vs identity in comparison plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from workbench.data.vocabulary import EXPRESSIONS
+from workbench.errors import ConfigError
+
+PX_PER_IN = 96.0
+PT_PER_IN = 72.0
+
+EXPRESSION_COLORS: dict[str, str] = {
+    "neutral": "#999999",    # grey
+    "happiness": "#E69F00",  # orange
+    "sadness": "#0072B2",    # blue
+    "surprise": "#56B4E9",   # sky blue
+    "fear": "#CC79A7",       # reddish purple
+    "disgust": "#009E73",    # bluish green
+    "anger": "#D55E00",      # vermillion
+    "contempt": "#000000",   # black
+}
+assert tuple(EXPRESSION_COLORS) == EXPRESSIONS
+
+IDENTITY_PALETTE: tuple[str, ...] = (
+    "#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499",
+)
+FACTOR_COLORS: dict[str, str] = {"expression": "#0072B2", "identity": "#D55E00", "residual": "#BBBBBB",
+                                 "shared": "#999999"}
+SEQUENCE_PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
+                                     "#000000", "#999999")
+
+
+@dataclass(frozen=True)
+class StylePreset:
+    """Physical figure size (inches) and typography (points) of one layout."""
+
+    name: str
+    width_in: float
+    height_in: float
+    font_family: str = "DejaVu Sans"
+    font_size: float = 8.0
+    title_size: float = 9.0
+    tick_size: float = 7.0
+    legend_size: float = 7.0
+    line_width: float = 1.0
+    axis_line_width: float = 0.6
+    marker_size: float = 3.0
+    dpi: int = 300
+
+    def with_size(self, width_in: float | None = None, height_in: float | None = None) -> StylePreset:
+        """A copy with another width and/or height."""
+        return replace(self, width_in=width_in or self.width_in, height_in=height_in or self.height_in)
+
+
+PRESETS: dict[str, StylePreset] = {
+    "single": StylePreset("single", width_in=3.5, height_in=2.6),
+    "double": StylePreset("double", width_in=7.16, height_in=3.2, font_size=9.0, title_size=10.0,
+                          tick_size=8.0, legend_size=8.0, line_width=1.2, marker_size=3.5),
+    "slide": StylePreset("slide", width_in=10.0, height_in=5.6, font_size=16.0, title_size=20.0,
+                         tick_size=14.0, legend_size=14.0, line_width=2.0, axis_line_width=1.0,
+                         marker_size=6.0, dpi=150),
+}
+
+_FONT_STACK = "DejaVu Sans, Arial, Helvetica, sans-serif"
+
+
+def get_preset(preset: str | StylePreset) -> StylePreset:
+    """Resolve a preset name (``single``, ``double``, ``slide``) or pass a :class:`StylePreset` through."""
+    if isinstance(preset, StylePreset):
+        return preset
+    try:
+        return PRESETS[str(preset)]
+    except KeyError:
+        raise ConfigError(f"unknown figure style '{preset}'; choose one of {', '.join(PRESETS)}") from None
+
+
+def pt_to_px(pt: float) -> float:
+    """Points at print size -> plotly layout pixels (96 px per inch)."""
+    return pt * PX_PER_IN / PT_PER_IN
+
+
+def expression_color(name: str) -> str:
+    """Fixed colour of a canonical expression (grey for anything unknown)."""
+    return EXPRESSION_COLORS.get(str(name), "#BBBBBB")
+
+
+def identity_colors(identities: Iterable[Any]) -> dict[str, str]:
+    """``{identity: colour}`` over the sorted unique identity codes, cycling :data:`IDENTITY_PALETTE`."""
+    uniq = sorted({str(i) for i in identities})
+    return {ident: IDENTITY_PALETTE[i % len(IDENTITY_PALETTE)] for i, ident in enumerate(uniq)}
+
+
+def color_map_for(column: str, values: Iterable[Any]) -> dict[str, str]:
+    """The fixed colour map for a metadata column (expression, identity), else a cycling sequence."""
+    vals = [str(v) for v in values]
+    if column == "expression":
+        return {v: expression_color(v) for v in dict.fromkeys(vals)}
+    if column in ("identity", "subject"):
+        return identity_colors(vals)
+    uniq = sorted(set(vals))
+    return {v: SEQUENCE_PALETTE[i % len(SEQUENCE_PALETTE)] for i, v in enumerate(uniq)}
+
+
+def category_order(column: str, values: Iterable[Any]) -> list[str]:
+    """Legend order: EXPRESSIONS order for expressions, sorted otherwise."""
+    vals = {str(v) for v in values}
+    if column == "expression":
+        return [e for e in EXPRESSIONS if e in vals] + sorted(vals - set(EXPRESSIONS))
+    return sorted(vals)
+
+
+def apply_plotly_style(fig: Any, preset: str | StylePreset = "single") -> Any:
+    """Size and restyle a plotly figure in place for print (white template, thin axes, point-sized
+    fonts); returns it. Marker sizes are left alone when a trace sets its own."""
+    p = get_preset(preset)
+    fig.update_layout(
+        template="simple_white",
+        width=round(p.width_in * PX_PER_IN),
+        height=round(p.height_in * PX_PER_IN),
+        font={"family": _FONT_STACK, "size": pt_to_px(p.font_size), "color": "#000000"},
+        title_font={"size": pt_to_px(p.title_size)},
+        legend={"font": {"size": pt_to_px(p.legend_size)}, "itemsizing": "constant"},
+        margin={"l": 8, "r": 8, "t": 28 if fig.layout.title.text else 8, "b": 8, "autoexpand": True},
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+    )
+    axis = {"linewidth": pt_to_px(p.axis_line_width), "tickwidth": pt_to_px(p.axis_line_width),
+            "tickfont": {"size": pt_to_px(p.tick_size)}, "title_font": {"size": pt_to_px(p.font_size)},
+            "showline": True, "linecolor": "#000000", "ticks": "outside", "ticklen": 3}
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    fig.update_annotations(font_size=pt_to_px(p.font_size))
+    for tr in fig.data:
+        if tr.type in ("scatter", "scattergl"):
+            mode = tr.mode or ""
+            if "lines" in mode or (tr.mode is None and tr.line.width is None):
+                tr.update(line_width=pt_to_px(p.line_width))
+            if tr.marker.size is None:
+                tr.update(marker_size=pt_to_px(p.marker_size))
+    return fig
+
+
+def mpl_rc(preset: str | StylePreset = "single") -> dict[str, Any]:
+    """matplotlib rcParams for a preset (vector-friendly: TrueType fonts in PDF, text kept as text in SVG)."""
+    from cycler import cycler
+
+    p = get_preset(preset)
+    return {
+        "figure.figsize": (p.width_in, p.height_in),
+        "figure.dpi": 100,
+        "savefig.dpi": p.dpi,
+        "savefig.bbox": "standard",
+        "font.family": "sans-serif",
+        "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
+        "font.size": p.font_size,
+        "axes.titlesize": p.title_size,
+        "axes.labelsize": p.font_size,
+        "xtick.labelsize": p.tick_size,
+        "ytick.labelsize": p.tick_size,
+        "legend.fontsize": p.legend_size,
+        "legend.frameon": False,
+        "lines.linewidth": p.line_width,
+        "lines.markersize": p.marker_size,
+        "axes.linewidth": p.axis_line_width,
+        "xtick.major.width": p.axis_line_width,
+        "ytick.major.width": p.axis_line_width,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.prop_cycle": cycler(color=list(SEQUENCE_PALETTE)),
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "svg.fonttype": "none",
+        "figure.constrained_layout.use": True,
+    }
+
+
+def apply_mpl_style(preset: str | StylePreset = "single") -> dict[str, Any]:
+    """Update ``matplotlib.rcParams`` globally with :func:`mpl_rc`; returns the applied dict.
+    Prefer :func:`mpl_style` (a context manager) inside library code."""
+    import matplotlib
+
+    rc = mpl_rc(preset)
+    matplotlib.rcParams.update(rc)
+    return rc
+
+
+@contextlib.contextmanager
+def mpl_style(preset: str | StylePreset = "single") -> Iterator[StylePreset]:
+    """``with mpl_style("double"): fig = ...`` - temporary rcParams for one figure."""
+    import matplotlib
+
+    with matplotlib.rc_context(mpl_rc(preset)):
+        yield get_preset(preset)
