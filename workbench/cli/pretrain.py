@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     if not config.data.manifest:
-        from workbench.data.synth.presets import synthetic_manifest_for
+        from workbench.data.synth_sets import synthetic_manifest_for
         from workbench.methods import get_method
 
         manifest = synthetic_manifest_for(get_method(config.method).synth_mode, size=config.data.image_size)

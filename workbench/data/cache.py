@@ -81,7 +81,9 @@ class FaceData:
 
     def split(self, name: str) -> FaceData:
         """Rows of one split (``train``/``val``/``test``); automatic subject-disjoint split if none."""
-        split = self.manifest.split_column()
+        from workbench.data.splits import assign_splits
+
+        split = assign_splits(self.manifest.frame).to_numpy()
         rows = np.flatnonzero(split == name)
         if rows.size == 0:
             raise ManifestError(f"split '{name}' has no images in {self.manifest.path}")

@@ -112,6 +112,7 @@ def _open_rgb(path: Path):
     with warnings.catch_warnings():
         # we enforce our own pixel limit below; Pillow's warning would only be noise
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")  # corrupt-metadata chatter
         try:
             with Image.open(path) as im:
                 w, h = im.size

@@ -33,7 +33,7 @@ def evaluate_run(run, manifest, cfg=None, *, embeddings=None):
 
 def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None, identity_probe_split=None):
     """The protocol on an array of embeddings and the matching manifest rows (``meta``)."""
-    from workbench.data.manifest import assign_splits
+    from workbench.data.splits import assign_splits
     from workbench.data.vocabulary import EXPRESSIONS
     from workbench.evaluate import protocols
 
@@ -56,8 +56,7 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
         else:
             classes = []
             y = meta[target].astype(float).to_numpy()
-        split = meta["split"].astype(str).to_numpy() if "split" in meta.columns and meta["split"].notna().all() \
-            else assign_splits(meta, seed=cfg.seed).to_numpy()
+        split = assign_splits(meta, seed=cfg.seed).to_numpy()
         valid = (y >= 0) if target == "expression" else np.isfinite(y)
         tr = np.flatnonzero(np.isin(split, ["train", "val"]) & valid)
         te = np.flatnonzero((split == "test") & valid)

@@ -5,13 +5,21 @@ Add a method by writing one file with a subclass and adding it to ``METHODS`` be
 
 from __future__ import annotations
 
+from workbench.methods.barlow import BarlowTwins
 from workbench.methods.base import Batch, MethodConfig, SSLMethod
 from workbench.methods.byol import BYOL
+from workbench.methods.mae import MAE
+from workbench.methods.mocov3 import MoCoV3
 from workbench.methods.simclr import SimCLR
+from workbench.methods.simfle import SimFLE
 
 METHODS: dict[str, type[SSLMethod]] = {
     "simclr": SimCLR,
     "byol": BYOL,
+    "mocov3": MoCoV3,
+    "barlow_twins": BarlowTwins,
+    "mae": MAE,
+    "simfle": SimFLE,
 }
 
 

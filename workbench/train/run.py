@@ -60,6 +60,12 @@ def prepare_data(config: RunConfig, *, progress: bool = True):
     return train, val
 
 
+#: training options that may differ when resuming (they do not change what is computed, except that
+#: a larger ``epochs`` extends the cosine schedule: exact only when resuming with the same value)
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "device", "threads", "knn_every", "log_every",
+                     "checkpoint_every", "keep_checkpoints")
+
+
 def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, callbacks=None,
              progress: bool = True, trainer_hook=None):
     """Pretrain ``config`` into ``out_dir``; returns a :class:`~workbench.train.trainer.TrainResult`.
@@ -76,13 +82,14 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, ca
         if not cfg_path.is_file():
             raise ConfigError(f"cannot resume: {cfg_path} not found")
         saved = RunConfig.from_dict(read_json(cfg_path)["config"])
-        if saved.to_dict() != config.to_dict():
-            # allow extending the number of epochs only
-            a, b = saved.to_dict(), config.to_dict()
-            a["train"].pop("epochs"), b["train"].pop("epochs")
-            if a != b:
-                raise ConfigError(f"cannot resume {out}: the config differs from the saved one "
-                                  "(only --epochs may change)")
+        a, b = saved.to_dict(), config.to_dict()
+        for key in RESUME_MAY_CHANGE:
+            a["train"].pop(key), b["train"].pop(key)
+        if a != b:
+            diff = [f"{sec}.{k}" for sec in a if isinstance(a[sec], dict)
+                    for k in a[sec] if a[sec].get(k) != b.get(sec, {}).get(k)]
+            raise ConfigError(f"cannot resume {out}: the config differs from the saved one "
+                              f"({', '.join(diff) or 'method'}); only {', '.join(RESUME_MAY_CHANGE)} may change")
     elif (out / "checkpoints" / "last.safetensors").exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     config.build_method_config()  # validate early

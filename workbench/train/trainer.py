@@ -246,7 +246,8 @@ class Trainer:
         if self.tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.tc.grad_clip)
         self.optimizer.step()
-        self.method.after_optimizer_step(min((self.step + 1) / max(self.total_steps, 1), 1.0))
+        # progress follows the configured schedule (not max_steps), so a capped run resumes exactly
+        self.method.after_optimizer_step(min((self.step + 1) / (self.steps_per_epoch * self.tc.epochs), 1.0))
         metrics = {"loss": float(loss.detach()), "lr": lr}
         for k, v in out.items():
             if k not in ("loss", "z") and torch.is_tensor(v) and v.numel() == 1:

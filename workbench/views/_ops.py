@@ -123,8 +123,8 @@ def grayscale(images: Tensor) -> Tensor:
 def rgb_to_hsv(images: Tensor) -> Tensor:
     """RGB in [0, 1] -> HSV with all channels in [0, 1] (torchvision's tensor formula)."""
     r, g, b = images.unbind(dim=1)
-    maxc = images.max(dim=1).values
-    minc = images.min(dim=1).values
+    maxc = images.amax(dim=1)
+    minc = images.amin(dim=1)
     eqc = maxc == minc
     cr = maxc - minc
     ones = torch.ones_like(maxc)
@@ -141,20 +141,11 @@ def rgb_to_hsv(images: Tensor) -> Tensor:
 
 
 def hsv_to_rgb(hsv: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_hsv`."""
-    h, s, v = hsv.unbind(dim=1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    mask = i.unsqueeze(1) == torch.arange(6, device=i.device).view(-1, 1, 1)
-    a1 = torch.stack((v, q, p, p, t, v), dim=1)
-    a2 = torch.stack((t, v, v, q, p, p), dim=1)
-    a3 = torch.stack((p, p, t, v, v, q), dim=1)
-    a4 = torch.stack((a1, a2, a3), dim=1)  # (B, 3, 6, H, W)
-    return torch.einsum("...ijk,...xijk->...xjk", mask.to(hsv.dtype), a4)
+    """Inverse of :func:`rgb_to_hsv` (closed form: ``c_n = v - v s clamp(min(k, 4 - k), 0, 1)``)."""
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + h * 6.0, 6.0)
+    return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- blur
@@ -202,41 +193,49 @@ def convex_hull_mask(points: Tensor, h: int, w: int, *, tolerance: float = 1e-3)
 
     Batched and hull-free: an edge (i, j) supports the hull when every point lies on its left
     (cross product >= 0); the hull is the intersection of those half-planes. For each point we keep
-    one supporting edge (hull vertices have one, interior points none), so the pixel test costs K
-    half-plane checks. ``tolerance`` (pixels) includes centres lying on the boundary.
+    one supporting edge (hull vertices have one, interior points none), so the pixel test is one
+    (K x 3) @ (3 x HW) product per sample. ``tolerance`` (pixels) includes centres on the boundary.
+    Work is chunked over the batch to bound memory.
     """
     pts = points.float()
     b, k, _ = pts.shape
-    best = torch.zeros((b, k), dtype=torch.long, device=pts.device)
-    valid = torch.zeros((b, k), dtype=torch.bool, device=pts.device)
-    for i in range(k):  # K start points (small, fixed); each step is (B, K, K)
-        d = pts - pts[:, i:i + 1]  # (B, K, 2): p_j - p_i, also p_m - p_i
-        cross = d[:, :, None, 0] * d[:, None, :, 1] - d[:, :, None, 1] * d[:, None, :, 0]  # (B, j, m)
-        length = d.norm(dim=-1)  # (B, K)
-        supporting = ((cross / length.clamp_min(1e-6)[..., None]) >= -tolerance).all(dim=-1) & (length > 1e-4)
-        # keep the longest supporting edge (collinear candidates give the same line)
-        score = torch.where(supporting, length, torch.full_like(length, -1.0))
-        best[:, i] = score.argmax(dim=1)
-        valid[:, i] = score.max(dim=1).values > 0
-    start = pts  # (B, K, 2)
-    direction = torch.gather(pts, 1, best[..., None].expand(-1, -1, 2)) - start
-    norm = direction.norm(dim=-1).clamp_min(1e-6)
-    grid = pixel_grid(h, w, pts.device)  # (H, W, 2)
-    inside = torch.ones((b, h, w), dtype=torch.bool, device=pts.device)
-    for i in range(k):  # K half-planes (small, fixed), each a (B, H, W) test
-        rx = grid[None, :, :, 0] - start[:, i, 0, None, None]
-        ry = grid[None, :, :, 1] - start[:, i, 1, None, None]
-        c = (direction[:, i, 0, None, None] * ry - direction[:, i, 1, None, None] * rx) / norm[:, i, None, None]
-        inside &= (c >= -tolerance) | ~valid[:, i, None, None]
-    # a degenerate set (all collinear or one point) has no area
-    return inside & valid.any(dim=1)[:, None, None] & (_hull_area_positive(pts))[:, None, None]
+    grid = pixel_grid(h, w, pts.device).reshape(-1, 2)
+    homog = torch.cat([grid, torch.ones_like(grid[:, :1])], dim=1).T  # (3, HW)
+    chunk = max(1, min(2**23 // max(k**3, 1), 2**24 // max(k * h * w, 1)))
+    out = []
+    for s in range(0, b, chunk):  # chunks of the batch, not single samples
+        out.append(_hull_chunk(pts[s:s + chunk], homog, tolerance).view(-1, h, w))
+    return torch.cat(out, dim=0) if out else torch.zeros((0, h, w), dtype=torch.bool, device=pts.device)
+
+
+def _hull_chunk(pts: Tensor, homog: Tensor, tolerance: float) -> Tensor:
+    d = pts[:, None, :, :] - pts[:, :, None, :]  # d[b, i, j] = p_j - p_i
+    cross = d[:, :, :, None, 0] * d[:, :, None, :, 1] - d[:, :, :, None, 1] * d[:, :, None, :, 0]  # (B,i,j,m)
+    length = d.norm(dim=-1)  # (B, i, j)
+    supporting = ((cross / length.clamp_min(1e-6)[..., None]) >= -tolerance).all(dim=-1) & (length > 1e-4)
+    # keep the longest supporting edge per start point (collinear candidates give the same line)
+    score = torch.where(supporting, length, torch.full_like(length, -1.0))
+    best = score.argmax(dim=2)  # (B, K)
+    valid = score.amax(dim=2) > 0  # (B, K)
+    e = torch.gather(d, 2, best[..., None, None].expand(-1, -1, 1, 2)).squeeze(2)  # (B, K, 2)
+    norm = e.norm(dim=-1).clamp_min(1e-6)
+    # signed distance of x to edge i: (e_x (y - p_y) - e_y (x - p_x)) / |e| = a x + b y + c
+    a = -e[..., 1] / norm
+    bb = e[..., 0] / norm
+    c = (e[..., 1] * pts[..., 0] - e[..., 0] * pts[..., 1]) / norm
+    coef = torch.stack([a, bb, c], dim=-1)
+    coef = torch.where(valid[..., None], coef, torch.tensor([0.0, 0.0, 1.0], device=pts.device))
+    inside = (coef @ homog).amin(dim=1) >= -tolerance  # (B, HW)
+    return inside & valid.any(dim=1)[:, None] & _hull_area_positive(pts)[:, None]
 
 
 def _hull_area_positive(pts: Tensor) -> Tensor:
     """(B,) True when the points are not all (nearly) collinear."""
     c = pts - pts.mean(dim=1, keepdim=True)
-    cov = c.transpose(1, 2) @ c
-    return torch.linalg.det(cov) > 1e-6 * (cov.diagonal(dim1=1, dim2=2).sum(-1) ** 2).clamp_min(1e-12)
+    sxx = (c[..., 0] * c[..., 0]).sum(1)
+    syy = (c[..., 1] * c[..., 1]).sum(1)
+    sxy = (c[..., 0] * c[..., 1]).sum(1)
+    return sxx * syy - sxy * sxy > 1e-6 * ((sxx + syy) ** 2).clamp_min(1e-12)
 
 
 def ellipse_mask(box: Tensor, h: int, w: int) -> Tensor:

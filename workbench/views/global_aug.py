@@ -13,6 +13,7 @@ Pixel convention: landmarks address pixel centres (``img[y, x]``); see ``workben
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -100,6 +101,33 @@ def byol_views() -> tuple[GlobalViewConfig, GlobalViewConfig]:
             GlobalViewConfig(blur_p=0.1, solarize_p=0.2))
 
 
+def sslfer_views() -> tuple[GlobalViewConfig, GlobalViewConfig]:
+    """SSL-FER's view transform (official code): (anchor views, positive views).
+
+    ``Resize(128) -> RandomCrop(112)`` = a fixed crop of (112/128)^2 of the area with ratio 1
+    (use ``out_size=112``); flip 0.5; ColorJitter(0.4, 0.4, 0.4, 0.2) always on anchors and with
+    p 0.8 on positives; blur kernel 3 (sigma 0.1-2) p 0.5; grayscale 0.2. The landmark part mask
+    (``part_mask``) runs before it, on the un-augmented frame.
+    """
+    area = (112 / 128) ** 2
+    anchor = GlobalViewConfig(crop_scale=(area, area), crop_ratio=(1.0, 1.0), brightness=0.4, contrast=0.4,
+                              saturation=0.4, hue=0.2, jitter_p=1.0, blur_p=0.5, blur_kernel=3, grayscale_p=0.2,
+                              solarize_p=0.0)
+    return anchor, dataclasses.replace(anchor, jitter_p=0.8)
+
+
+def simfle_views() -> tuple[GlobalViewConfig, GlobalViewConfig]:
+    """SimFLE's two GFL views (official code, meant for ``out_size=224``).
+
+    ``RandomResizedCrop(224)`` with torchvision's default scale 0.08-1 (the face-friendly default
+    here is 0.35-1), flip, ColorJitter(0.8, 0.8, 0.8, 0.2) p 0.8, grayscale 0.2, Gaussian blur
+    always, kernel 23, sigma 0.1-2.
+    """
+    cfg = GlobalViewConfig(crop_scale=(0.08, 1.0), brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2,
+                           jitter_p=0.8, grayscale_p=0.2, blur_p=1.0, blur_kernel=23, solarize_p=0.0)
+    return cfg, dataclasses.replace(cfg)
+
+
 def _validate(cfg: GlobalViewConfig) -> None:
     lo, hi = cfg.crop_scale
     if not 0 < lo <= hi <= 1:
@@ -124,7 +152,7 @@ def _crop_boxes(b: int, h: int, w: int, cfg: GlobalViewConfig, gen: torch.Genera
     cw = torch.sqrt(area * ratio)
     ch = torch.sqrt(area / ratio)
     ok = (cw <= w) & (ch <= h)
-    first = torch.argmax(ok.to(torch.int8), dim=1, keepdim=True)
+    first = torch.argmax(ok.float(), dim=1, keepdim=True)  # first valid attempt
     cw = cw.gather(1, first).squeeze(1)
     ch = ch.gather(1, first).squeeze(1)
     # fallback = torchvision's centre crop clamped to the ratio range

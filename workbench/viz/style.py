@@ -137,7 +137,7 @@ def apply_plotly_style(fig: Any, preset: str | StylePreset = "single") -> Any:
         height=round(p.height_in * PX_PER_IN),
         font={"family": _FONT_STACK, "size": pt_to_px(p.font_size), "color": "#000000"},
         title_font={"size": pt_to_px(p.title_size)},
-        legend={"font": {"size": pt_to_px(p.legend_size)}, "itemsizing": "constant"},
+        legend={"font": {"size": pt_to_px(p.legend_size)}},
         margin={"l": 8, "r": 8, "t": 28 if fig.layout.title.text else 8, "b": 8, "autoexpand": True},
         paper_bgcolor="white",
         plot_bgcolor="white",
@@ -145,8 +145,13 @@ def apply_plotly_style(fig: Any, preset: str | StylePreset = "single") -> Any:
     axis = {"linewidth": pt_to_px(p.axis_line_width), "tickwidth": pt_to_px(p.axis_line_width),
             "tickfont": {"size": pt_to_px(p.tick_size)}, "title_font": {"size": pt_to_px(p.font_size)},
             "showline": True, "linecolor": "#000000", "ticks": "outside", "ticklen": 3}
-    fig.update_xaxes(**axis)
-    fig.update_yaxes(**axis)
+
+    def style_axis(ax: Any) -> None:
+        # keep choices the figure made itself (e.g. maps hide ticks)
+        ax.update({k: v for k, v in axis.items() if k not in ("ticks", "ticklen") or ax.ticks is None})
+
+    fig.for_each_xaxis(style_axis)
+    fig.for_each_yaxis(style_axis)
     fig.update_annotations(font_size=pt_to_px(p.font_size))
     for tr in fig.data:
         if tr.type in ("scatter", "scattergl"):

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny synthetic face set (generated once per session) and an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Decoded-face caches go to a temporary folder, never the user's ~/.cache."""
+    old = os.environ.get("WORKBENCH_CACHE")
+    os.environ["WORKBENCH_CACHE"] = str(tmp_path_factory.mktemp("wb-cache"))
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    yield
+    if old is None:
+        os.environ.pop("WORKBENCH_CACHE", None)
+    else:
+        os.environ["WORKBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """12 identities x 16 images at 48 px (192 faces) with landmarks: the manifest path."""
+    from workbench.data.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    return generate_dataset(SynthConfig(identities=12, images_per_identity=16, size=48, seed=0), out,
+                            progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_clips(tmp_path_factory) -> Path:
+    from workbench.data.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("synth-clips")
+    return generate_dataset(SynthConfig(identities=6, images_per_identity=2, size=48, clips=True,
+                                        clip_length=16, seed=1), out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_views(tmp_path_factory) -> Path:
+    from workbench.data.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("synth-views")
+    return generate_dataset(SynthConfig(identities=8, images_per_identity=4, size=48, views=5, seed=2), out,
+                            progress=False)
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a licensed real dataset in ../shared/data, or skip the test when absent."""
+    p = SHARED_DATA / name
+    if not p.is_dir():
+        pytest.skip(f"real dataset '{name}' not available at {p} (opt-in validation)")
+    return p

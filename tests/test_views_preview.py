@@ -1,0 +1,103 @@
+"""Preview grids, the throughput helper, and the same ops on CUDA (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from workbench.errors import ConfigError
+from workbench.views import (
+    FaceSwapConfig,
+    GlobalViewConfig,
+    LocalWarpConfig,
+    PartMaskConfig,
+    face_swap,
+    global_augment,
+    local_warp,
+    part_mask,
+    preview_grid,
+    region_masks,
+    render_faces,
+    save_preview,
+    swap_with_donors,
+    template_landmarks,
+)
+from workbench.views.bench import view_throughput
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on the shared 2-core runners."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def faces(b: int = 4, size: int = 48, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator(device=device).manual_seed(0)
+    lm = template_landmarks(size, b, jitter=0.004, scale_jitter=0.1, generator=g, device=device)
+    return render_faces(lm, size, g), lm
+
+
+def test_preview_grid_layout(tmp_path):
+    x, lm = faces(3)
+    grid = preview_grid(x, lm, n=2, seed=1)
+    assert grid.dtype == np.uint8 and grid.shape == (2 * 48 + 2, 5 * 48 + 4 * 2, 3)
+    assert np.array_equal(grid, preview_grid(x, lm, n=2, seed=1))  # seeded
+    # landmark dots are drawn in green on the original column
+    tile = grid[:48, :48]
+    assert ((tile[..., 1] == 255) & (tile[..., 0] == 0)).sum() > 30
+    no_lm = preview_grid(x, n=3)  # only the original and the global family
+    assert no_lm.shape == (3 * 48 + 4, 2 * 48 + 2, 3)
+    uint8 = (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    assert preview_grid(uint8, lm.numpy(), families=("mask",), n=2).shape == (98, 98, 3)
+    path = save_preview(tmp_path / "sub" / "views.png", x, lm, n=2)
+    assert Image.open(path).size == (grid.shape[1], grid.shape[0])
+    with pytest.raises(ConfigError):
+        preview_grid(x, lm, families=("cutmix",))
+
+
+def test_view_throughput_reports_every_family():
+    out = view_throughput("cpu", batch_size=4, size=32, repeats=1)
+    assert set(out) == {"global", "warp", "faceswap", "mask"} and all(v > 0 for v in out.values())
+
+
+def test_generator_on_another_device_is_a_clear_error():
+    x, lm = faces(2)
+    if not torch.cuda.is_available():
+        pytest.skip("needs a second device type")
+    with pytest.raises(ConfigError):
+        global_augment(x, GlobalViewConfig(), torch.Generator(device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_all_views_run_on_cuda_and_match_cpu_where_deterministic():
+    xc, lmc = faces(8, 64)
+    x, lm = xc.cuda(), lmc.cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    res = global_augment(x, GlobalViewConfig(rotate_deg=10), g, landmarks=lm, out_size=48)
+    assert res.images.is_cuda and res.images.shape == (8, 3, 48, 48) and 0 <= res.images.min() <= res.images.max() <= 1
+    warped, lm2 = local_warp(x, lm, LocalWarpConfig(), g)
+    assert warped.is_cuda and lm2.is_cuda and not torch.equal(warped, x)
+    ids = torch.arange(8, device="cuda") % 3
+    swapped, donor = swap_with_donors(x, lm, ids, FaceSwapConfig(p=1.0), g)
+    assert swapped.is_cuda and (ids[donor] != ids).all()
+    masked, chosen = part_mask(x, lm, PartMaskConfig(), g)
+    assert masked.is_cuda and chosen.is_cuda
+    # deterministic paths give the CPU result
+    ident = GlobalViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=1.0, jitter_p=0.0,
+                             grayscale_p=0.0, blur_p=0.0)
+    gpu = global_augment(x, ident, g).images.cpu()
+    torch.testing.assert_close(gpu, torch.flip(xc, dims=[3]), atol=1e-5, rtol=0)
+    roll = (1, 0)
+    gpu = face_swap(x, lm, x.roll(*roll), lm.roll(*roll), FaceSwapConfig(p=1.0)).cpu()
+    cpu = face_swap(xc, lmc, xc.roll(*roll), lmc.roll(*roll), FaceSwapConfig(p=1.0))
+    assert (gpu - cpu).abs().gt(1e-3).float().mean() < 0.002  # same up to float rounding at mask edges
+    assert torch.equal(region_masks(lm, 64).cpu(), region_masks(lmc, 64))
+    one = PartMaskConfig(p=1.0, parts=("mouth",))
+    torch.testing.assert_close(part_mask(x, lm, one, g)[0].cpu(), part_mask(xc, lmc, one, torch.Generator())[0])
+    out = view_throughput("cuda", batch_size=16, size=64, repeats=1)
+    assert all(v > 0 for v in out.values())

@@ -1,0 +1,152 @@
+"""Dataset builders: one module per dataset layout, each turning the original files into a manifest.
+
+``BUILDERS`` maps a format name to a :class:`~workbench.data.builders.base.Builder` (callable as
+``BUILDERS[name](root, out, **options)``); :func:`build_manifest` runs one and writes the manifest.
+Builders never stop at the first bad file: every skipped file is listed with its reason in the
+:class:`~workbench.data.builders.base.BuildReport`, and deliberate drops (e.g. AffectNet's
+"uncertain" class) are counted. Manifest paths are written relative to the output manifest's folder.
+
+The dataset specs (citation, licence and access, layout, labels, splits) live in
+``data_manifests/<name>.yaml``; ``workbench manifest formats`` lists them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.config import from_dict
+from workbench.data.builders import (
+    affectnet,
+    ckplus,
+    ckplus48,
+    csvtable,
+    ddcf,
+    fer2013,
+    ferplus,
+    folder,
+    jaffe,
+    kdef,
+    rafdb,
+    voxceleb,
+)
+from workbench.data.builders.base import BuildContext, Builder, BuildReport
+from workbench.data.landmarks import format_landmarks
+from workbench.errors import ManifestError
+
+_MODULES = (rafdb, affectnet, fer2013, ferplus, kdef, ddcf, ckplus, ckplus48, jaffe, voxceleb, folder, csvtable)
+
+#: format name -> Builder (callable: ``BUILDERS["jaffe"](root, out, **options) -> BuildReport``)
+BUILDERS: dict[str, Builder] = {m.BUILDER.name: m.BUILDER for m in _MODULES}
+
+__all__ = ["BUILDERS", "BuildReport", "Builder", "build_manifest", "spec_path"]
+
+
+def spec_path(name: str) -> Path | None:
+    """The ``data_manifests/<spec>.yaml`` of a format in a source checkout, or None."""
+    b = BUILDERS.get(name)
+    if b is None:
+        return None
+    p = Path(__file__).resolve().parents[3] / "data_manifests" / f"{b.spec or b.name}.yaml"
+    return p if p.is_file() else None
+
+
+def get_builder(name: str) -> Builder:
+    """The builder registered as ``name``; unknown names raise ManifestError with a suggestion."""
+    key = str(name).strip().lower()
+    if key in BUILDERS:
+        return BUILDERS[key]
+    guess = difflib.get_close_matches(key, list(BUILDERS), n=1, cutoff=0.5)
+    hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+    raise ManifestError(f"unknown dataset format '{name}'{hint}; known formats: {', '.join(BUILDERS)}")
+
+
+def _rel(abs_path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(abs_path), os.path.abspath(out_dir))).as_posix()
+
+
+def build_manifest(format: str, root: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                   verify: bool = False, **options: Any) -> BuildReport:
+    """Build the manifest of dataset ``format`` found under ``root`` and write it to ``out`` (.csv).
+
+    ``options`` are the format's options (see ``workbench manifest build FORMAT --help``).
+    ``verify`` (default False; slow) decodes every image and drops unreadable ones; otherwise
+    images are only checked to exist. Returns the :class:`BuildReport`; raises ManifestError when
+    no usable row is left (saying why) and ConfigError for bad options.
+    """
+    from workbench.data.images import ImageReadError, read_image
+    from workbench.data.manifest import Manifest
+    from workbench.data.splits import assign_splits
+
+    builder = get_builder(format)
+    opts = from_dict(builder.options, options, where=builder.name)
+    root_p = Path(root).expanduser()
+    out_p = Path(out).expanduser()
+    if not root_p.is_dir():
+        raise ManifestError(f"{builder.name}: root folder not found: {root_p}")
+    if out_p.suffix.lower() != ".csv":
+        raise ManifestError(f"--out must be a .csv file, got {out_p}")
+    report = BuildReport(format=builder.name, root=root_p, out=out_p)
+    ctx = BuildContext(root=root_p, out=out_p, report=report)
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    raw_rows = builder.build(ctx, opts)
+
+    rows: list[dict[str, Any]] = []
+    for row in raw_rows:
+        p = Path(row["path"])
+        abs_p = p if p.is_absolute() else root_p / p
+        if verify:
+            try:
+                read_image(abs_p)
+            except ImageReadError as exc:
+                ctx.problem(abs_p, exc.reason)
+                continue
+        elif not abs_p.is_file():
+            ctx.problem(abs_p, "image file not found")
+            continue
+        new = dict(row)
+        new["path"] = _rel(abs_p, out_p.parent)
+        lm = new.get("landmarks")
+        if isinstance(lm, np.ndarray):
+            new["landmarks"] = format_landmarks(lm) if np.all(np.isfinite(lm)) else ""
+        rows.append(new)
+
+    if not rows:
+        if report.problems:
+            why, files = report.problem_groups()[0]
+            reason = f"all {len(report.problems)} candidate files had problems (most common: {why}, {len(files)}x)"
+        elif report.counts:
+            reason = "every file was dropped (" + ", ".join(f"{k}: {v}" for k, v in report.counts.items()) + ")"
+        else:
+            reason = f"nothing matched the expected layout: {builder.layout}"
+        raise ManifestError(f"{builder.name}: no usable images under {root_p}: {reason}")
+
+    frame = pd.DataFrame(rows)
+    if getattr(opts, "split", None) == "auto" and ("split" not in frame or frame["split"].isna().all()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame["split"] = assign_splits(frame, seed=int(getattr(opts, "seed", 0)))
+        for w in caught:
+            report.counts[f"note: {w.message}"] += 1
+    if "split" in frame:
+        present = set(frame["split"].dropna())
+        if present and not {"train", "test"} <= present:
+            # too few identities for an automatic split, or a partial download of an official one
+            frame = frame.rename(columns={"split": "meta_split"})
+            report.counts["note: no train and test rows in the split, kept as meta_split"] += len(frame)
+    manifest = Manifest.from_frame(frame, out_p.parent)
+    manifest.save(out_p)
+    report.rows = len(manifest)
+    outside = sum(1 for p in manifest.frame["path"] if isinstance(p, str) and p.startswith("../"))
+    if outside:
+        report.counts["note: paths leave the manifest folder (save it in or above the images to avoid)"] = outside
+    n_probs = len(report.problems)
+    report.summary_line = (f"{builder.name}: wrote {out_p} ({manifest.summary()}); "
+                           f"{n_probs} problem{'s' if n_probs != 1 else ''}")
+    return report

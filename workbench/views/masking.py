@@ -1,0 +1,108 @@
+"""Landmark part masking (SSL-FER ``imgRandomLandmarkMask``) and per-part region masks.
+
+``part_mask`` hides one facial part per sample under a filled ellipse of the image's mean colour,
+inscribed in the part's landmark box grown by a margin (SSL-FER: 10 px at 112 px). The official
+code draws the part ONCE per transform object (``random.choice`` in ``__init__``), i.e. once per
+run; here the intended per-sample choice is the default and ``per_sample=False`` draws one part per
+call (for the once-per-run behaviour, list a single part). SSL-FER's "left eye" is 36-41 in image
+terms; our names follow the subject (``right_eye`` = 36-41, ``left_eye`` = 42-47), which does not
+matter for a uniform choice among both eyes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from workbench.config import param
+from workbench.data.landmarks import PARTS
+from workbench.errors import ConfigError
+from workbench.views import _ops
+
+
+@dataclass
+class PartMaskConfig:
+    """Random landmark-part masking (a first transform of every SSL-FER view)."""
+
+    p: float = param(0.8, "Probability that a sample gets a part masked (SSL-FER: 0.8).", min=0.0, max=1.0)
+    parts: tuple[str, ...] = param(
+        ("mouth", "left_eye", "right_eye"), "Parts to choose from, uniformly (names from "
+        "workbench.data.landmarks.PARTS; SSL-FER: mouth, left eye, right eye).")
+    margin: float = param(
+        10 / 112, "Margin added around the part's landmark box, as a fraction of the image side "
+        "(SSL-FER: 10 px at 112 px = 0.089).", min=0.0, max=1.0)
+    per_sample: bool = param(
+        True, "Draw the part per sample (intended). False = one part per call; the official code "
+        "fixes it once per run (quirk), reproduce that by listing a single part.")
+    fill: str = param("mean", "Fill colour: 'mean' = the image's mean colour (SSL-FER), 'zero' = black.",
+                      choices=("mean", "zero"))
+
+
+def _part_indices(parts: Sequence[str | Sequence[int]]) -> list[list[int]]:
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            if part not in PARTS:
+                raise ConfigError(f"unknown facial part '{part}' (choose from {', '.join(PARTS)})")
+            out.append(list(PARTS[part]))
+        else:
+            idx = [int(i) for i in part]
+            if not idx or min(idx) < 0 or max(idx) > 67:
+                raise ConfigError(f"a part must list landmark indices in 0..67, got {part}")
+            out.append(idx)
+    if not out:
+        raise ConfigError("at least one facial part is needed")
+    return out
+
+
+def part_boxes(landmarks: Tensor, parts: Sequence[str | Sequence[int]]) -> Tensor:
+    """(B, P, 4) landmark boxes (x0, y0, x1, y1) of each part."""
+    boxes = []
+    for idx in _part_indices(parts):
+        pts = landmarks[:, idx].float()
+        boxes.append(torch.cat([pts.amin(dim=1), pts.amax(dim=1)], dim=-1))
+    return torch.stack(boxes, dim=1)
+
+
+def part_mask(images: Tensor, landmarks: Tensor, cfg: PartMaskConfig,
+              generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Mask one random part per sample; returns (images, chosen part index into ``cfg.parts`` or -1).
+
+    Only pixels inside the chosen ellipse change; samples not selected by ``cfg.p`` are unchanged.
+    """
+    _ops.check_images(images)
+    b, _, h, w = images.shape
+    _ops.check_landmarks(landmarks, b)
+    _ops.check_generator(generator, images.device)
+    dev = images.device
+    boxes = part_boxes(landmarks, cfg.parts)  # (B, P, 4)
+    n = boxes.shape[1]
+    u = torch.rand((b,), generator=generator, device=dev)
+    choice = (u * n).long().clamp(max=n - 1)
+    if not cfg.per_sample:
+        choice = choice[:1].expand(b)
+    apply = _ops.coin(cfg.p, b, generator, dev)
+    box = boxes.gather(1, choice.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
+    grow = torch.tensor([-cfg.margin * w, -cfg.margin * h, cfg.margin * w, cfg.margin * h], device=dev)
+    inside = _ops.ellipse_mask(box + grow, h, w) & apply.view(-1, 1, 1)
+    if cfg.fill == "mean":
+        colour = images.mean(dim=(2, 3), keepdim=True)
+    else:
+        colour = torch.zeros_like(images[:, :, :1, :1])
+    out = torch.where(inside[:, None], colour.expand_as(images), images)
+    return out, torch.where(apply, choice, torch.full_like(choice, -1))
+
+
+def region_masks(landmarks: Tensor, size: int | tuple[int, int],
+                 parts: Sequence[str | Sequence[int]] = ("brows", "eyes", "nose", "mouth")) -> Tensor:
+    """(B, P, H, W) bool: filled convex hull of each part's landmarks (pixel centres).
+
+    ``size`` = image side or (H, W); ``parts`` = PARTS names or explicit index lists. Reused by
+    attention scoring (share of Grad-CAM mass per region) and by the face swap mask.
+    """
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    masks = [_ops.convex_hull_mask(landmarks[:, idx].float(), h, w) for idx in _part_indices(parts)]
+    return torch.stack(masks, dim=1)
