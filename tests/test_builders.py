@@ -233,7 +233,7 @@ def test_ckplus48_and_jaffe(tmp_path):
     jroot = tmp_path / "jaffe"
     for name in ("KA.AN1.39.tiff", "KL.HA2.50.tiff", "NA.SU1.79.tiff", "notes.tiff"):
         img(jroot / name, size=(32, 32))
-    rep = build_manifest("jaffe", jroot, jroot / "m.csv")
+    rep = BUILDERS["jaffe"](jroot, jroot / "m.csv")  # a Builder is callable like build_manifest
     assert rep.rows == 3 and rep.n_problems == 1
     m, by = rows_by_name(jroot / "m.csv")
     assert by["KL.HA2.50.tiff"]["identity"] == "KL" and by["KL.HA2.50.tiff"]["expression"] == "happiness"

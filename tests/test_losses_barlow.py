@@ -61,3 +61,12 @@ def test_barlow_is_zero_for_decorrelated_identical_views_and_scales_by_dim():
     z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
     full = barlow_twins_loss(z1, z2, 0.01)
     assert float(barlow_twins_loss(z1, z2, 0.01, scale_by_dim=True)) == pytest.approx(float(full) / 4, rel=1e-6)
+
+
+def test_barlow_stays_float32_under_autocast():
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
+    ref = float(barlow_twins_loss(z1, z2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = barlow_twins_loss(z1, z2)
+    assert got.dtype == torch.float32 and float(got) == pytest.approx(ref, rel=1e-5)

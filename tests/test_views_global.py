@@ -22,6 +22,7 @@ from workbench.views import (
     sslfer_views,
     template_landmarks,
 )
+from workbench.views.global_aug import adjust_colour
 
 PLAIN = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -176,6 +177,20 @@ def test_colour_ops():
     assert blur.std() < 0.6 * noisy.std()
     jit = global_augment(x, GlobalViewConfig(**geo, **{**PLAIN, "jitter_p": 1.0}), gen()).images
     assert jit.min() >= 0 and jit.max() <= 1 and not torch.allclose(jit, x, atol=1e-3)
+
+
+def test_colour_formulas_match_torchvision():
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    x = torch.rand(3, 3, 16, 16, generator=gen())
+    fb, fc, fs, fh = torch.tensor([0.7, 1.2, 1.0]), torch.tensor([1.3, 0.6, 1.0]), \
+        torch.tensor([0.8, 1.2, 1.0]), torch.tensor([0.1, -0.08, 0.0])
+    ours = adjust_colour(x, fb, fc, fs, fh)
+    for i in range(3):
+        ref = tvf.adjust_brightness(x[i], float(fb[i]))
+        ref = tvf.adjust_contrast(ref, float(fc[i]))
+        ref = tvf.adjust_saturation(ref, float(fs[i]))
+        ref = tvf.adjust_hue(ref, float(fh[i]))
+        torch.testing.assert_close(ours[i], ref, atol=1e-5, rtol=0)
 
 
 def test_hsv_round_trip():

@@ -17,7 +17,6 @@ Helpers:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import types
 import typing

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.evaluate.protocols import write_json_atomic
+from workbench.evaluate.protocols import write_json_atomic, write_npz_atomic
 
 __all__ = ["write_json_atomic", "read_json", "write_npz_atomic", "read_npz"]
 
@@ -27,20 +25,6 @@ def read_json(path: Path, kind: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("kind") != kind:
         raise WorkbenchError(f"{path}: not a saved {kind}")
     return data
-
-
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez_compressed`` through a temporary file + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,18 +155,21 @@ def _json_safe(v: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON via a temporary file + ``os.replace`` (NaN/inf become null)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_json_safe(obj), fh, indent=2, allow_nan=False)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Atomically write JSON (:func:`workbench.io.write_text_atomic`); NaN/inf become null."""
+    from workbench.io import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Atomically write a compressed npz (:func:`workbench.io.atomic_write`)."""
+    from workbench.io import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: numpy would append ".npz" to a temporary name
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, write)
 
 
 @dataclass
@@ -211,7 +212,7 @@ class EvalResult:
         p = Path(path)
         write_json_atomic(p, self.to_dict())
         if self.predictions is not None:
-            np.savez_compressed(p.with_suffix(".npz"), predictions=self.predictions)
+            write_npz_atomic(p.with_suffix(".npz"), {"predictions": np.asarray(self.predictions)})
         return p
 
     @classmethod

@@ -30,7 +30,8 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> 
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must be (N, D) of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
-    return batch_standardize(z1, eps).t() @ batch_standardize(z2, eps) / n
+    with torch.autocast(device_type=z1.device.type, enabled=False):  # D×D sums: keep float32 under AMP
+        return batch_standardize(z1, eps).t() @ batch_standardize(z2, eps) / n
 
 
 def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,8 +103,9 @@ def grouping_correlation(act: torch.Tensor, offset: float = 1e-3) -> torch.Tenso
     (b, c) spatial map of ``act + offset`` flattened and L2-normalised (DBTNet / SimFLE)."""
     a = act.float() if act.dtype in (torch.float16, torch.bfloat16) else act
     b, c = a.shape[:2]
-    a = F.normalize((a + offset).reshape(b, c, -1), p=2, dim=2)
-    return torch.einsum("bcn,bdn->cd", a, a) / b
+    with torch.autocast(device_type=a.device.type, enabled=False):  # C×C sums: keep float32 under AMP
+        a = F.normalize((a + offset).reshape(b, c, -1), p=2, dim=2)
+        return torch.einsum("bcn,bdn->cd", a, a) / b
 
 
 def grouping_loss(act: torch.Tensor, groups: int, *, weight: float = 1e-3,

@@ -26,9 +26,10 @@ def moco_infonce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, *,
     """
     if q.shape != k.shape or q.ndim != 2:
         raise ValueError(f"q and k must be (N, D) of the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
-    q = F.normalize(q.float() if q.dtype in (torch.float16, torch.bfloat16) else q, dim=1)
-    k = F.normalize(k.detach().to(q.dtype), dim=1)
-    logits = q @ k.t() / temperature
-    labels = torch.arange(q.shape[0], device=q.device)
-    loss = F.cross_entropy(logits, labels)
+    with torch.autocast(device_type=q.device.type, enabled=False):  # logits / τ: keep float32 under AMP
+        q = F.normalize(q.float() if q.dtype in (torch.float16, torch.bfloat16) else q, dim=1)
+        k = F.normalize(k.detach().to(q.dtype), dim=1)
+        logits = q @ k.t() / temperature
+        labels = torch.arange(q.shape[0], device=q.device)
+        loss = F.cross_entropy(logits, labels)
     return loss * (2 * temperature) if scale_by_temperature else loss

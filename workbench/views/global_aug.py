@@ -197,6 +197,19 @@ def sample_affine(batch: int, in_hw: tuple[int, int], out_hw: tuple[int, int], c
     return torch.cat([lin, offset[..., None]], dim=2), flip
 
 
+def adjust_colour(images: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor,
+                  hue: Tensor) -> Tensor:
+    """Per-sample factors (B,) applied in torchvision's formulas: brightness, contrast, saturation, hue."""
+    v = lambda t: t.view(-1, 1, 1, 1).to(images.dtype)  # noqa: E731
+    x = (images * v(brightness)).clamp(0, 1)
+    mean = _ops.grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = (v(contrast) * x + (1 - v(contrast)) * mean).clamp(0, 1)
+    x = (v(saturation) * x + (1 - v(saturation)) * _ops.grayscale(x)).clamp(0, 1)
+    hsv = _ops.rgb_to_hsv(x)
+    shifted = torch.remainder(hsv[:, :1] + v(hue), 1.0)
+    return _ops.hsv_to_rgb(torch.cat([shifted, hsv[:, 1:]], 1)).clamp(0, 1)
+
+
 def color_jitter(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | None) -> Tensor:
     """Per-sample brightness, contrast, saturation, hue (fixed order), applied with ``cfg.jitter_p``."""
     b = images.shape[0]
@@ -206,16 +219,9 @@ def color_jitter(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generat
     fc = _ops.uniform((b,), max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, dev)
     fs = _ops.uniform((b,), max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, dev)
     fh = _ops.uniform((b,), -cfg.hue, cfg.hue, generator, dev)
-    v = lambda t: t.view(-1, 1, 1, 1).to(images.dtype)  # noqa: E731
-    x = (images * v(fb)).clamp(0, 1)
-    mean = _ops.grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    x = (v(fc) * x + (1 - v(fc)) * mean).clamp(0, 1)
-    x = (v(fs) * x + (1 - v(fs)) * _ops.grayscale(x)).clamp(0, 1)
-    if cfg.hue > 0:
-        hsv = _ops.rgb_to_hsv(x)
-        hue = torch.remainder(hsv[:, 0] + v(fh)[:, 0], 1.0)
-        x = _ops.hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], 1)).clamp(0, 1)
-    return torch.where(apply.view(-1, 1, 1, 1), x, images)
+    if cfg.jitter_p <= 0:
+        return images
+    return torch.where(apply.view(-1, 1, 1, 1), adjust_colour(images, fb, fc, fs, fh), images)
 
 
 def _blur(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | None) -> Tensor:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.io import atomic_write
 from workbench.viz.style import (
     PX_PER_IN,
     StylePreset,
@@ -286,7 +287,7 @@ def export_figure(
             data = plotly_figure_data(pfig)
         if html:
             written["html"] = out / f"{name}.html"
-            pfig.write_html(written["html"], include_plotlyjs="directory", full_html=True)
+            atomic_write(written["html"], lambda t: pfig.write_html(t, include_plotlyjs="directory", full_html=True))
         width_px, height_px = round(p.width_in * PX_PER_IN), round(p.height_in * PX_PER_IN)
         scales = [p.dpi / PX_PER_IN if fmt == "png" else 1.0 for fmt in paths]
         reason = render_with_kaleido(pfig, list(paths.values()), width_px=width_px, height_px=height_px,
@@ -314,7 +315,7 @@ def export_figure(
 
     if data is not None:
         written["csv"] = out / f"{name}.csv"
-        data.to_csv(written["csv"], index=False)
+        atomic_write(written["csv"], lambda t: data.to_csv(t, index=False))
     user = dict(card or {})
     meta = {
         "figure": name,

@@ -73,8 +73,8 @@ class SynthConfig:
                               min=0.0, max=1.0)
     lighting: float = param(0.5, "Strength of random light direction, gradient, tint and brightness "
                                  "(0 = fixed studio light).", min=0.0, max=1.0)
-    scale_jitter: float = param(0.06, "Random face scale change (+-fraction).", min=0.0, max=0.5)
-    shift_jitter: float = param(0.04, "Random face shift (+-fraction of the image).", min=0.0, max=0.3)
+    scale_jitter: float = param(0.05, "Random face scale change (+-fraction).", min=0.0, max=0.5)
+    shift_jitter: float = param(0.03, "Random face shift (+-fraction of the image).", min=0.0, max=0.3)
     blur: float = param(0.6, "Largest Gaussian blur sigma in pixels (drawn per image).", min=0.0, max=5.0)
     noise: float = param(4.0, "Largest pixel-noise std (0..255 scale, drawn per image).", min=0.0, max=50.0)
     val_fraction: float = param(0.15, "Share of identities in the val split.", min=0.0, max=0.5)
@@ -231,7 +231,7 @@ def _fmt(key: str, value: Any) -> str:
 
 def _png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -255,7 +255,8 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | Path, *, progress: bool = 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     n = 0
-    step = max(1, total // 20)
+    live = progress and sys.stderr.isatty()
+    step = max(1, total // 50)
     for i in range(cfg.identities):
         for k in range(cfg.images_per_identity):
             for j in range(cfg.images_per_instance):
@@ -266,10 +267,10 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | Path, *, progress: bool = 
                        "landmarks": format_landmarks(item.landmarks)}
                 writer.writerow([_fmt(c, row[c]) for c in cols])
                 n += 1
-                if progress and (n % step == 0 or n == total):
+                if live and (n % step == 0 or n == total):
                     el = time.perf_counter() - t0
                     print(f"\rsynth: {n}/{total} images ({el:.1f} s)", end="", file=sys.stderr, flush=True)
-    if progress:
+    if live:
         print(file=sys.stderr)
     manifest = out / "manifest.csv"
     _atomic_write(manifest, buf.getvalue())

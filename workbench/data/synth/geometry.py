@@ -42,7 +42,8 @@ class Camera:
     """Pose + weak-perspective projection into an image of ``size`` pixels.
 
     ``scale`` multiplies the default face scale; ``shift`` moves the face by a fraction of the image.
-    Output coordinates are continuous pixel coordinates (pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``).
+    Output coordinates are pixel coordinates with pixel centres at integers (the workbench landmark
+    convention, see :mod:`workbench.data.images`): pixel ``(i, j)`` spans ``[i-0.5, i+0.5]``.
     """
 
     size: int
@@ -54,11 +55,11 @@ class Camera:
 
     @property
     def pixels_per_unit(self) -> float:
-        return 0.25 * self.size * self.scale
+        return 0.265 * self.size * self.scale
 
     @property
     def centre(self) -> tuple[float, float]:
-        return (self.size * (0.5 + self.shift[0]), self.size * (0.43 + self.shift[1]))
+        return (self.size * (0.5 + self.shift[0]) - 0.5, self.size * (0.4 + self.shift[1]) - 0.5)
 
     @cached_property
     def matrix(self) -> np.ndarray:
