@@ -140,7 +140,9 @@ class SimFLE(SSLMethod):
     - Quirk §4.10.1: the no-grad FFL pass runs in train mode, so the official code also updates BN
       running statistics with un-augmented FFL images. Default here: the pass still normalises with
       batch statistics (same features as the code) but the running statistics are restored
-      afterwards; ``ffl_updates_bn=True`` reproduces the code.
+      afterwards; ``ffl_updates_bn=True`` reproduces the code. The FFL pass runs before the GFL
+      passes (code: after), because restoring BN buffers after them would invalidate their autograd
+      graph; losses and gradients are unchanged.
     - The group index per sample is drawn from the batch generator (code: global RNG); ties in the
       patch scores keep the lower patch index (stable sort; the code's order is unspecified).
     - Images are normalised with the backbone's mean/std (code: face statistics
