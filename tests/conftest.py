@@ -57,3 +57,18 @@ def shared_dataset(name: str) -> Path:
     if not p.is_dir():
         pytest.skip(f"real dataset '{name}' not available at {p} (opt-in validation)")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_synth, tmp_path_factory) -> Path:
+    """A 2-epoch SimCLR run (resnet10t, 32 px) on the tiny synthetic set, with numbered checkpoints."""
+    from workbench.train import RunConfig, pretrain
+
+    out = tmp_path_factory.mktemp("runs") / "simclr_tiny"
+    cfg = RunConfig.from_dict({
+        "method": "simclr", "data": {"manifest": str(tiny_synth), "image_size": 32},
+        "model": {"backbone": "resnet10t"},
+        "train": {"epochs": 2, "batch_size": 32, "seed": 0, "device": "cpu", "knn_every": 1},
+        "method_config": {"proj_hidden_dim": 32, "proj_dim": 16}})
+    pretrain(cfg, out, progress=False)
+    return out

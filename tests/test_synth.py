@@ -13,6 +13,7 @@ from PIL import Image
 
 from workbench.cli.main import main
 from workbench.data.landmarks import inter_ocular_distance, parse_landmarks
+from workbench.data.manifest import validate_manifest
 from workbench.data.synth import (
     ACTION_UNITS,
     AU_MOTION,
@@ -119,6 +120,8 @@ def test_manifest_columns_labels_and_splits(tiny_synth):
     assert lm.shape == (len(df), 68, 2)
     assert (lm > -0.5).all() and (lm < 47.5).all()
     assert df["path"].str.fullmatch(r"images/\d{6}\.png").all()
+    report = validate_manifest(tiny_synth, check_files=True)
+    assert report.ok and not report.warnings, [str(p) for p in report.problems]
 
 
 def test_landmarks_follow_the_pose_and_sit_on_the_face():
@@ -156,6 +159,7 @@ def test_views_groups(tiny_views):
         assert g.startswith(rows["identity"].iloc[0] + "_g")
         assert np.allclose(np.sort(rows["view"].to_numpy(float)), yaws)
         assert np.allclose(rows["view"], rows["yaw"])
+    assert validate_manifest(tiny_views, check_files=False).ok
     # the landmarks really turn: nose tip right of the eye midpoint at +60, left of it at -60
     lm = _landmarks(df)
     offset = lm[:, 30, 0] - (lm[:, 36, 0] + lm[:, 45, 0]) / 2
@@ -166,6 +170,7 @@ def test_clips_ramp_neutral_apex_neutral(tiny_clips):
     df = _load(tiny_clips)
     assert {"clip", "frame"} <= set(df.columns) and list(df.columns)[-1] == "landmarks"
     assert len(df) == 6 * 2 * 16
+    assert validate_manifest(tiny_clips, check_files=False).ok
     n_expressive = 0
     for _, rows in df.groupby("clip", sort=False):
         assert rows["frame"].tolist() == list(range(16))

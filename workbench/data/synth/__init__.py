@@ -13,6 +13,25 @@ Quick start::
     img, landmarks = render_face(3, "surprise", 0.8, yaw=20, size=96)
 
 CLI: ``workbench synth --out DIR [--views K | --clips] [--contact-sheet]``.
+
+Output: ``DIR/images/000000.png ...``, ``DIR/manifest.csv`` and ``DIR/synth_config.json``. Manifest
+columns: ``path, split, expression, identity, intensity, valence, arousal, yaw, pitch, roll, landmarks``
+plus ``view, group`` (views mode) or ``clip, frame, meta_clip_expression`` (clip mode).
+
+- **Expressions** are balanced per identity (round robin over the 8 classes, shifted per identity);
+  each is a set of action units (:data:`ACTION_UNITS`) moving landmarks (:data:`AU_MOTION`) with an
+  ``intensity`` in [intensity_min, intensity_max]; neutral has intensity 0.
+- **Valence/arousal** = intensity x the class position in :data:`VALENCE_AROUSAL` (a convention of the
+  generator: happiness (0.8, 0.45), sadness (-0.65, -0.4), surprise (0.15, 0.85), fear (-0.6, 0.75),
+  disgust (-0.7, 0.35), anger (-0.65, 0.7), contempt (-0.5, 0.2), neutral (0, 0)).
+- **Pose** in degrees: yaw > 0 turns the nose to the image right, pitch > 0 lifts the chin, roll > 0
+  rotates clockwise in the image.
+- **Landmarks**: 68 iBUG points after pose/scale/shift, pixel centres at integer coordinates.
+- **Splits**: subject-disjoint, seeded (15 % val, 15 % test of the identities by default).
+- **Regions**: :data:`MOVING_REGIONS` says which of ``brows, eyes, nose, mouth, cheeks_jaw`` each
+  expression moves (ground truth for attention scoring).
+- **Determinism**: one random stream per identity, instance and image (see :mod:`.dataset`), so any
+  image can be regenerated alone with :func:`synth_item`.
 """
 
 from workbench.data.synth.dataset import (

@@ -28,7 +28,7 @@ from PIL import Image
 
 from workbench.config import from_dict, param, to_dict
 from workbench.data.landmarks import format_landmarks
-from workbench.data.synth.expressions import ACTION_UNITS, expression_aus, valence_arousal
+from workbench.data.synth.expressions import expression_aus, valence_arousal
 from workbench.data.synth.geometry import Camera
 from workbench.data.synth.identity import TAG_IMAGE, TAG_INSTANCE, TAG_SPLIT, make_identity
 from workbench.data.synth.render import render_aus, sample_nuisance
@@ -48,12 +48,13 @@ class SynthConfig:
     size: int = param(64, "Image side in pixels (64 is the workbench default; 96-128 for figures).",
                       min=16, max=1024)
     views: int = param(0, "Multi-view mode: K yaw angles per instance, evenly spaced in "
-                          "[-view_range, view_range]; 0 = single view with a random small pose.",
-                       min=0, max=64)
+                          "[-view_range, view_range] (pitch/roll: half the random ranges, shared by the "
+                          "group); 0 = single view with a random small pose.", min=0, max=64)
     view_range: float = param(60.0, "Largest |yaw| in views mode (degrees).", min=0.0, max=80.0)
     clips: bool = param(False, "Clip mode: each instance is a short sequence neutral -> apex -> neutral "
                                "with small head motion (columns clip, frame).")
-    clip_length: int = param(16, "Frames per clip (8-32 is typical).", min=2, max=512)
+    clip_length: int = param(16, "Frames per clip (8-32 is typical); the first and last frames are neutral.",
+                             min=3, max=512)
     seed: int = param(0, "Random seed; the same seed gives byte-identical images and manifest.", min=0)
     supersample: int = param(3, "Drawing supersampling factor for anti-aliasing (2 = faster, 4 = smoother).",
                              min=1, max=8)
@@ -284,5 +285,5 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["ACTION_UNITS", "SynthConfig", "SynthItem", "generate_dataset", "identity_splits", "synth_item",
+__all__ = ["SynthConfig", "SynthItem", "generate_dataset", "identity_splits", "synth_item",
            "validate"]

@@ -167,12 +167,16 @@ def sphere_points(n_lon: int = 16, n_lat: int = 9) -> np.ndarray:
     return np.unique(np.round(pts, 9), axis=0)
 
 
-_SPHERE = sphere_points()
+_SPHERE = {False: sphere_points(12, 7), True: sphere_points(20, 11)}
 
 
-def ellipsoid_points(centre: np.ndarray, radii: np.ndarray, y_max: float | None = None) -> np.ndarray:
-    """Sample points of an ellipsoid, optionally only those above ``y_max`` (y < y_max)."""
-    pts = centre + _SPHERE * radii
+def ellipsoid_points(centre: np.ndarray, radii: np.ndarray, y_max: float | None = None, *,
+                     fine: bool = False) -> np.ndarray:
+    """Sample points of an ellipsoid, optionally only those above ``y_max`` (y < y_max).
+
+    ``fine`` samples densely (smooth silhouettes for large images, slower convex hulls).
+    """
+    pts = centre + _SPHERE[fine] * radii
     if y_max is not None:
         pts = pts[pts[:, 1] < y_max]
     return pts

@@ -107,7 +107,7 @@ def sample_identity(rng: np.random.Generator, index: int = 0) -> Identity:
     hair = _pick(rng, _HAIR, _HAIR_P) * u(0.8, 1.2) * (1 + rng.normal(0, 0.025, 3))
     style = HAIR_STYLES[int(rng.choice(len(HAIR_STYLES), p=_HAIR_STYLE_P))]
     dark = hair.mean() < 0.3
-    brow = hair * (0.85 if dark else 0.6) * (1 - 0.1 * float(u()))
+    brow = (hair * 0.85 if dark else hair * 0.5 + np.array([0.1, 0.07, 0.05])) * (1 - 0.1 * float(u()))
     lips = skin * np.array([0.9, 0.62, 0.64]) + np.array([0.08, 0.0, 0.02]) * u(0.5, 1.2)
     iris = _pick(rng, _EYES) * u(0.8, 1.2) * (1 + rng.normal(0, 0.04, 3))
     hue = rng.uniform(0, 1)

@@ -106,7 +106,8 @@ class _Canvas:
         self.img = Image.fromarray(bg)
         if k > 1:
             self.img = self.img.resize((size * k, size * k), Image.Resampling.NEAREST)
-        self.draw = ImageDraw.Draw(self.img, "RGBA")
+        self.opaque = ImageDraw.Draw(self.img)
+        self.blend = ImageDraw.Draw(self.img, "RGBA")  # alpha compositing: twice as slow, only for RGBA fills
         self.mask = Image.new("L", (size * k, size * k), 0)
         self.mdraw = ImageDraw.Draw(self.mask)
 
@@ -118,7 +119,7 @@ class _Canvas:
         if len(pts) < 3:
             return
         xy = self._xy(pts)
-        self.draw.polygon(xy, fill=fill)
+        (self.blend if len(fill) == 4 else self.opaque).polygon(xy, fill=fill)
         if mask:
             self.mdraw.polygon(xy, fill=255)
 
@@ -126,12 +127,13 @@ class _Canvas:
         xy = self._xy(pts)
         if closed:
             xy = xy + xy[:2]
-        self.draw.line(xy, fill=fill, width=max(1, int(round(width * self.k))), joint="curve")
+        draw = self.blend if len(fill) == 4 else self.opaque
+        draw.line(xy, fill=fill, width=max(1, int(round(width * self.k))), joint="curve")
 
     def ellipse(self, centre: np.ndarray, rx: float, ry: float, fill: Fill) -> None:
         cx, cy = (float(centre[0]) + 0.5) * self.k - 0.5, (float(centre[1]) + 0.5) * self.k - 0.5
         rx, ry = max(rx * self.k, 0.5), max(ry * self.k, 0.5)
-        self.draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=fill)
+        (self.blend if len(fill) == 4 else self.opaque).ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=fill)
 
 
 def _up(pts: np.ndarray, d: float | np.ndarray) -> np.ndarray:
@@ -222,7 +224,7 @@ class _Parts:
 
 
 @lru_cache(maxsize=4096)
-def _parts(ident: Identity) -> _Parts:
+def _parts(ident: Identity, fine: bool) -> _Parts:
     fw, vol, style = ident.face_w, ident.hair_volume, ident.hair_style
     sh = np.array([[-2.6, 4.0], [-2.4, 2.55], [-1.7, 2.15], [-0.7, 1.98], [0.7, 1.98], [1.7, 2.15],
                    [2.4, 2.55], [2.6, 4.0]])
@@ -239,12 +241,12 @@ def _parts(ident: Identity) -> _Parts:
         length = {"long": 2.5, "bob": 1.25, "curly": 0.95}[style]
         drop = np.array([[-1.0, length, -0.5], [1.0, length, -0.5], [-1.12, length - 0.25, -0.55],
                          [1.12, length - 0.25, -0.55]]) * np.array([fw + vol, 1.0, 1.0])
-        back = np.concatenate([ellipsoid_points(hc, hr, y_max=0.6), drop])
+        back = np.concatenate([ellipsoid_points(hc, hr, y_max=0.6, fine=fine), drop])
     # long hair falls beside the face, so the sides of the head need no skin there
-    skull = ellipsoid_points(SKULL_CENTRE, skull_r, y_max=-0.2 if style in ("long", "bob") else 0.7)
+    skull = ellipsoid_points(SKULL_CENTRE, skull_r, y_max=-0.2 if style in ("long", "bob") else 0.7, fine=fine)
     cap = None
     if style != "bald":
-        cap = ellipsoid_points(hc, hr, y_max={"crop": -0.15, "curly": 0.15}.get(style, 0.0))
+        cap = ellipsoid_points(hc, hr, y_max={"crop": -0.15, "curly": 0.15}.get(style, 0.0), fine=fine)
     ears = []
     if style not in ("long", "bob"):
         t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
@@ -306,7 +308,7 @@ def _parts(ident: Identity) -> _Parts:
 
 
 def _draw_face(cv: _Canvas, ident: Identity, aus: dict[str, float], lm: np.ndarray, cam: Camera) -> None:
-    parts = _parts(ident)
+    parts = _parts(ident, cam.size > 96)
     s = cam.pixels_per_unit
     P = cam.project
     skin = np.asarray(ident.skin)
@@ -480,7 +482,7 @@ def _mouth(cv: _Canvas, ident: Identity, lm: np.ndarray, P: Project, s: float) -
         if gap.max() > 0.08:
             cv.poly(P(np.concatenate([lo_al, _up(lo_al[::-1], -np.minimum(0.35 * gap, 0.07)[::-1])])),
                     (150, 62, 72))
-        cv.poly(P(np.concatenate([in_up, _up(in_up[::-1], np.minimum(0.62 * gap, 0.085)[::-1])])),
+        cv.poly(P(np.concatenate([in_up, _up(in_up[::-1], np.minimum(0.8 * gap, 0.085)[::-1])])),
                 (226, 222, 208))
         if gap.max() > 0.12:
             mid = lo_al[2:-2]

@@ -1,0 +1,336 @@
+"""Run-level analyses: compute once, persist in the run folder, re-plot from disk.
+
+Every function takes run folders and a manifest, reuses cached embeddings
+(:func:`workbench.evaluate.embeddings.extract_embeddings`) and persists its results object under
+``RUN_DIR/analysis/<kind>-<checkpoint>-<manifest key>/`` (or ``out_dir``). A second call with the
+same checkpoint and manifest loads the saved result instead of recomputing, so re-plotting never
+recomputes a model, an embedding or a UMAP. Pass ``recompute=True`` to force it.
+
+- :func:`compare_runs` — probe / kNN table of several runs (expression and identity);
+- :func:`separation_for_run` / :func:`separation_for_runs` — identity-vs-expression report;
+- :func:`separation_over_training` — the report at every numbered checkpoint (a SeparationTrack);
+- :func:`umap_for_runs` — one map per run, stacked with a ``run`` column (facet on it);
+- :func:`aligned_umap_over_training` — AlignedUMAP over a run's checkpoints (``epoch`` column);
+- :func:`attention_for_run` — Grad-CAM region scores (:mod:`workbench.explain`);
+- :func:`write_figure_set` — the standard paper figures + a LaTeX table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from workbench.io import write_json
+
+#: protocols of the comparison table: name -> EvalConfig fields
+DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "expr_linear": {"protocol": "linear", "target": "expression"},
+    "expr_knn": {"protocol": "knn", "target": "expression"},
+    "identity_linear": {"protocol": "linear", "target": "identity"},
+    "identity_knn": {"protocol": "knn", "target": "identity", "exclude_same_identity": False},
+}
+
+
+def _manifest(manifest):
+    from workbench.data.manifest import Manifest
+
+    return manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+
+
+def _run(run, checkpoint: str = "last"):
+    from workbench.train.run import LoadedRun, load_run
+
+    if isinstance(run, LoadedRun) and (checkpoint in ("last", run.checkpoint.stem)):
+        return run
+    return load_run(run.path if isinstance(run, LoadedRun) else run, checkpoint)
+
+
+def _folder(run, kind: str, manifest) -> Path:
+    return run.path / "analysis" / f"{kind}-{run.checkpoint.stem}-{manifest.fingerprint()[:10]}"
+
+
+def run_label(run) -> str:
+    """Readable run name: ``{method}_{backbone}_{batch}b-{epochs}e_s{seed}`` unless the folder is named."""
+    return run.path.name
+
+
+def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[str, dict] | None = None,
+                 checkpoint: str = "last", label_fraction: float = 1.0, seed: int = 0,
+                 out: str | Path | None = None) -> pd.DataFrame:
+    """One row per run, one column per protocol (accuracy); also macro-F1 columns.
+
+    Expression is evaluated subject-disjoint (kNN without same-identity neighbours); identity on a
+    per-identity split ("identity leakage": lower is better for an expression embedding).
+    """
+    from workbench.config import from_dict
+    from workbench.evaluate.embeddings import extract_embeddings
+    from workbench.evaluate.protocols import EvalConfig
+    from workbench.evaluate.run_eval import evaluate_embedding_set
+
+    m = _manifest(manifest)
+    protocols = protocols or DEFAULT_PROTOCOLS
+    rows = []
+    for rd in run_dirs:
+        run = _run(rd, checkpoint)
+        emb = extract_embeddings(run, m)
+        row: dict[str, Any] = {"run": run_label(run), "method": run.config.method,
+                               "backbone": run.config.model.backbone, "checkpoint": run.checkpoint.stem}
+        for name, fields in protocols.items():
+            cfg = from_dict(EvalConfig, {"seed": seed, "label_fraction": label_fraction, **fields})
+            res = evaluate_embedding_set(emb.get(cfg.feature), emb.meta, cfg)
+            res.save(_folder(run, "eval", m) / f"{name}.json")
+            row[name] = res.accuracy
+            row[f"{name}_f1"] = res.macro_f1
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+    return table
+
+
+def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: str = "feats", seed: int = 0,
+                       recompute: bool = False):
+    """Identity-vs-expression report of one run (persisted; loaded when already computed)."""
+    from workbench.analysis.separation import SeparationReport, separation_report
+    from workbench.errors import MissingMetadataError
+    from workbench.evaluate.embeddings import extract_embeddings
+
+    m = _manifest(manifest)
+    run = _run(run_dir, checkpoint)
+    folder = _folder(run, f"separation-{feature}", m)
+    if not recompute and (folder / "separation.json").is_file():
+        return SeparationReport.load(folder)
+    m.require("expression", "identity", purpose="the identity-vs-expression analysis")
+    emb = extract_embeddings(run, m)
+    meta = emb.meta
+    if meta["expression"].isna().any() or meta["identity"].isna().any():
+        raise MissingMetadataError("the separation analysis needs expression and identity on every row")
+    return separation_report(emb.get(feature), meta["expression"].to_numpy(), meta["identity"].astype(str).to_numpy(),
+                             seed=seed, out_dir=folder)
+
+
+def separation_for_runs(run_dirs: Sequence[str | Path], manifest, **kw) -> dict[str, Any]:
+    """``{run name: SeparationReport}``."""
+    m = _manifest(manifest)
+    return {Path(rd).name: separation_for_run(rd, m, **kw) for rd in run_dirs}
+
+
+def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed: int = 0, recompute: bool = False):
+    """SeparationReport at each numbered checkpoint of a run, collected in a SeparationTrack."""
+    from workbench.analysis.separation import SeparationTrack
+    from workbench.errors import CheckpointError
+    from workbench.train.run import list_checkpoints
+
+    m = _manifest(manifest)
+    cks = list_checkpoints(run_dir)
+    if not cks:
+        raise CheckpointError(f"{run_dir} has no numbered checkpoints (epoch-*.safetensors)")
+    track = SeparationTrack()
+    for ck in cks:
+        epoch = int(ck.stem.split("-")[1])
+        track.add(epoch, separation_for_run(run_dir, m, checkpoint=ck.stem, feature=feature, seed=seed,
+                                            recompute=recompute))
+    track.save(Path(run_dir) / "analysis" / f"separation-track-{m.fingerprint()[:10]}")
+    return track
+
+
+def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "umap", seed: int = 0,
+                  checkpoint: str = "last", feature: str = "feats", recompute: bool = False):
+    """A 2-D map (UMAP or PCA) per run, stacked into one EmbeddingMap with a ``run`` column."""
+    import numpy as np
+
+    from workbench.analysis.umap import EmbeddingMap, embedding_map
+    from workbench.evaluate.embeddings import extract_embeddings
+
+    m = _manifest(manifest)
+    coords, metas, params = [], [], {}
+    for rd in run_dirs:
+        run = _run(rd, checkpoint)
+        folder = _folder(run, f"{method}-{feature}-s{seed}", m)
+        if not recompute and (folder / "map.json").is_file():
+            one = EmbeddingMap.load(folder)
+        else:
+            emb = extract_embeddings(run, m)
+            meta = _map_meta(emb.meta, m)
+            meta.insert(0, "run", run_label(run))
+            one = embedding_map(emb.get(feature), meta, method=method, seed=seed, out_dir=folder)
+        coords.append(one.coords)
+        metas.append(one.meta)
+        params = one.params
+    return EmbeddingMap(np.concatenate(coords), pd.concat(metas, ignore_index=True), method=method,
+                        params={**params, "runs": [Path(r).name for r in run_dirs]})
+
+
+def _map_meta(meta: pd.DataFrame, manifest) -> pd.DataFrame:
+    keep = [c for c in ("path", "expression", "identity", "split", "view", "group", "clip", "frame", "intensity")
+            if c in meta.columns]
+    out = meta[keep].copy()
+    out["abs_path"] = [str(manifest.root / p) for p in out["path"]]
+    return out
+
+
+def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str = "feats",
+                               max_points: int = 2000, recompute: bool = False):
+    """AlignedUMAP over the run's numbered checkpoints so maps stay comparable across training."""
+    import numpy as np
+
+    from workbench.analysis.umap import EmbeddingMap, aligned_embedding_map
+    from workbench.errors import CheckpointError
+    from workbench.evaluate.embeddings import extract_embeddings
+    from workbench.train.run import list_checkpoints
+
+    m = _manifest(manifest)
+    folder = Path(run_dir) / "analysis" / f"aligned-umap-{feature}-s{seed}-{m.fingerprint()[:10]}"
+    if not recompute and (folder / "map.json").is_file():
+        return EmbeddingMap.load(folder)
+    cks = list_checkpoints(run_dir)
+    if len(cks) < 2:
+        raise CheckpointError(f"{run_dir} needs at least 2 numbered checkpoints for aligned maps")
+    Xs, meta = [], None
+    rng = np.random.default_rng(seed)
+    rows = None
+    for ck in cks:
+        emb = extract_embeddings(_run(run_dir, ck.stem), m)
+        if rows is None:
+            n = len(emb)
+            rows = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+            meta = _map_meta(emb.meta, m).iloc[rows].reset_index(drop=True)
+        Xs.append(emb.get(feature)[rows])
+    epochs = [int(ck.stem.split("-")[1]) for ck in cks]
+    return aligned_embedding_map(Xs, meta, epochs=epochs, seed=seed, out_dir=folder)
+
+
+def attention_for_run(run_dir, manifest, *, target: str = "prototype", checkpoint: str = "last",
+                      n_per_expression: int = 8, seed: int = 0, layer: Any = None, recompute: bool = False):
+    """Grad-CAM region scores of a run (persisted; loaded when already computed)."""
+    from workbench.explain.attention import AttentionResult, compute_attention
+
+    m = _manifest(manifest)
+    run = _run(run_dir, checkpoint)
+    folder = _folder(run, f"attention-{target}-n{n_per_expression}-s{seed}", m)
+    if not recompute and (folder / "meta.json").is_file():
+        return AttentionResult.load(folder)
+    if layer is None:
+        layer = default_cam_layer(run)
+    return compute_attention(run, m, target=target, n_per_expression=n_per_expression, seed=seed,
+                             layer=layer, out=folder)
+
+
+def default_cam_layer(run) -> str | None:
+    """A CAM stage with at least a 4x4 map: ResNets at <= 96 px use ``layer3`` (``layer4`` is 2x2 at 64 px)."""
+    bb = run.method.backbone
+    if not bb.is_vit and hasattr(bb.model, "layer3") and run.image_size <= 96:
+        return "layer3"
+    return None
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+FIGURES = ("training_curves", "probe_comparison", "separation_bars", "umap_panels", "gradcam_grid")
+
+
+def training_curves(run_dirs: Sequence[str | Path]):
+    """Plotly figure: loss per step and online kNN per epoch, one line per run."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("pretraining loss", "online kNN expression accuracy"))
+    rows = []
+    for rd in run_dirs:
+        name = Path(rd).name
+        recs = [json.loads(x) for x in (Path(rd) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        steps = [r for r in recs if "loss" in r]
+        knn = [r for r in recs if "knn/expression" in r]
+        fig.add_trace(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps], name=name,
+                                 mode="lines", legendgroup=name), row=1, col=1)
+        if knn:
+            fig.add_trace(go.Scatter(x=[r["epoch"] for r in knn], y=[r["knn/expression"] for r in knn], name=name,
+                                     mode="lines+markers", legendgroup=name, showlegend=False), row=1, col=2)
+        rows += [{"run": name, "step": r["step"], "epoch": r["epoch"], "loss": r.get("loss"),
+                  "knn_expression": r.get("knn/expression")} for r in steps + knn]
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    return fig, pd.DataFrame(rows)
+
+
+def probe_comparison_figure(table: pd.DataFrame):
+    import plotly.express as px
+
+    cols = [c for c in DEFAULT_PROTOCOLS if c in table.columns]
+    long = table.melt(id_vars=["run"], value_vars=cols, var_name="protocol", value_name="accuracy")
+    fig = px.bar(long, x="protocol", y="accuracy", color="run", barmode="group",
+                 title="frozen-feature probes (expression: subject-disjoint)")
+    return fig, long
+
+
+def separation_bars_figure(reports: dict[str, Any]):
+    import plotly.express as px
+
+    rows = []
+    for name, rep in reports.items():
+        for k, v in rep.metrics().items():
+            if v is not None:
+                rows.append({"run": name, "metric": k, "value": v})
+    long = pd.DataFrame(rows)
+    fig = px.bar(long, x="metric", y="value", color="run", barmode="group", title="identity vs expression")
+    return fig, long
+
+
+def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Path, *,
+                     figures: Sequence[str] | None = None, style: str = "double", seed: int = 0,
+                     umap_method: str = "umap", timeout: float = 60.0) -> dict[str, Path]:
+    """Write the standard figures (PDF, SVG, 300-dpi PNG, CSV, JSON card each) and ``results.tex``."""
+    from workbench.errors import ConfigError
+    from workbench.train.run import code_version
+    from workbench.viz.export import export_figure
+    from workbench.viz.latex import latex_table
+
+    figures = tuple(figures or FIGURES)
+    unknown = [f for f in figures if f not in FIGURES]
+    if unknown:
+        raise ConfigError(f"unknown figure '{unknown[0]}' (choose from {', '.join(FIGURES)})")
+    m = _manifest(manifest)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [Path(r) for r in run_dirs]
+    card = {"runs": {r.name: json.loads((r / "config.json").read_text())["config"] for r in runs},
+            "manifest": str(m.path), "seed": seed, "code": code_version()}
+    written: dict[str, Path] = {}
+    if "training_curves" in figures:
+        fig, data = training_curves(runs)
+        written["training_curves"] = export_figure(fig, out, "training_curves", preset=style, data=data, card=card,
+                                                   timeout=timeout)["pdf"]
+    table = compare_runs(runs, m, seed=seed, out=out / "results.csv")
+    if "probe_comparison" in figures:
+        fig, data = probe_comparison_figure(table)
+        written["probe_comparison"] = export_figure(fig, out, "probe_comparison", preset=style, data=data,
+                                                    card=card, timeout=timeout)["pdf"]
+    if "separation_bars" in figures:
+        reports = separation_for_runs(runs, m, seed=seed)
+        fig, data = separation_bars_figure(reports)
+        written["separation_bars"] = export_figure(fig, out, "separation_bars", preset=style, data=data,
+                                                   card=card, timeout=timeout)["pdf"]
+    if "umap_panels" in figures:
+        emap = umap_for_runs(runs, m, method=umap_method, seed=seed)
+        written["umap_panels"] = emap.export(out, style=style, name="umap_panels", color="expression",
+                                             facet="run", card=card, timeout=timeout)["pdf"]
+    if "gradcam_grid" in figures and m.has("landmarks"):
+        for r in runs:
+            res = attention_for_run(r, m, seed=seed, n_per_expression=2)
+            res.save_overlays(out / f"gradcam_{r.name}")
+            written[f"gradcam_{r.name}"] = export_figure(
+                res.plot_regions(), out, f"gradcam_regions_{r.name}", preset=style, data=res.summary().reset_index(),
+                card=card, timeout=timeout)["pdf"]
+    cols = ["run", "method"] + [c for c in DEFAULT_PROTOCOLS if c in table.columns]
+    tex = latex_table(table[cols], caption="Frozen-feature evaluation (accuracy). Expression: subject-disjoint; "
+                                           "identity: leakage (lower is better for expression embeddings).",
+                      label="tab:results", minimize=["identity_linear", "identity_knn"])
+    (out / "results.tex").write_text(tex, encoding="utf-8")
+    written["latex"] = out / "results.tex"
+    write_json(out / "figures.json", {"figures": {k: str(v) for k, v in written.items()}, **card})
+    return written

@@ -1,0 +1,120 @@
+"""SSL-FER MaskFN: false-negative selection by an eye/mouth descriptor, and its InfoNCE loss.
+
+For every row ``i`` of a batch of ``M`` embeddings with one positive ``p(i)``:
+
+- ``f(i) = argmax_{k ∉ {i, p(i)} ∪ protected(i)} cos(d_i, d_k)`` over the descriptors ``d`` (exactly one
+  false negative per row; :func:`select_false_negatives`),
+- ``L1_i = −log( e^{s_ip/τ} / (e^{s_ip/τ} + Σ_{k∉{i,p,f}} e^{s_ik/τ}) )``,
+- ``L2_i = −log( e^{s_if/τ} / (e^{s_if/τ} + Σ_{k∉{i,p,f}} e^{s_ik/τ}) )``,
+- ``L = mean(L1) + λ·mean(L2)`` (official ``info_nce_loss_withmask_agg``, λ = 0.8; research brief §2.4),
+
+with ``s = cos(z_i, z_k)``. Without false negatives (``f = −1``) ``L1`` is plain NT-Xent and the
+row adds no ``L2`` term, so ``maskfn_loss(z, pos, None)`` equals :func:`~workbench.losses.nt_xent`.
+
+The descriptor used by the paper is a frozen ImageNet ResNet-18 on eye and mouth crops;
+:func:`landmark_descriptor` is a weight-free stand-in from the 68-point landmark geometry of the
+same regions (see its docstring).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.data.landmarks import LEFT_EYE, MOUTH, RIGHT_EYE
+
+
+def select_false_negatives(descriptors: Tensor, positive_index: Tensor, protect: Tensor | None = None) -> Tensor:
+    """(M,) int64: per row the most descriptor-similar candidate, or −1 when no candidate is left.
+
+    Candidates of row ``i`` are all rows except ``i``, ``positive_index[i]`` and the rows marked in
+    ``protect[i]``.
+
+    Args:
+        descriptors: (M, D) descriptors (L2-normalised inside; NaN rows count as zero vectors).
+        positive_index: (M,) int64, row index of each row's positive.
+        protect: optional (M, M) bool, ``protect[i, k]`` = row ``k`` may never be promoted for row ``i``
+            (SSL-FER intended behaviour: the same-identity hard negatives of the row).
+    """
+    d = F.normalize(torch.nan_to_num(descriptors.detach().float()), dim=1)
+    m = d.shape[0]
+    sim = d @ d.t()
+    excluded = torch.eye(m, dtype=torch.bool, device=d.device)
+    excluded[torch.arange(m, device=d.device), positive_index.to(d.device)] = True
+    if protect is not None:
+        excluded = excluded | protect.to(device=d.device, dtype=torch.bool)
+    sim = sim.masked_fill(excluded, float("-inf"))
+    best = sim.argmax(dim=1)
+    return torch.where((~excluded).any(dim=1), best, torch.full_like(best, -1))
+
+
+def maskfn_terms(z: Tensor, positive_index: Tensor, false_negative: Tensor | None,
+                 temperature: float = 0.07) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row ``(L1, L2, has_fn)``: (M,), (M,) (0 where ``has_fn`` is False) and (M,) bool.
+
+    ``false_negative`` (M,) int64 row indices (−1 = none for that row) or None (no removal).
+    """
+    z = F.normalize(z.float(), dim=1)
+    m = z.shape[0]
+    dev = z.device
+    rows = torch.arange(m, device=dev)
+    pos = positive_index.to(dev)
+    fn = torch.full((m,), -1, dtype=torch.long, device=dev) if false_negative is None else false_negative.to(dev)
+    has_fn = fn >= 0
+    sim = z @ z.t() / temperature
+    drop = torch.eye(m, dtype=torch.bool, device=dev)
+    drop[rows, pos] = True
+    drop[rows[has_fn], fn[has_fn]] = True
+    negatives = sim.masked_fill(drop, float("-inf"))
+    s_pos = sim[rows, pos]
+    l1 = torch.logsumexp(torch.cat([s_pos[:, None], negatives], dim=1), dim=1) - s_pos
+    s_fn = sim[rows, fn.clamp_min(0)]
+    l2 = torch.logsumexp(torch.cat([s_fn[:, None], negatives], dim=1), dim=1) - s_fn
+    return l1, torch.where(has_fn, l2, torch.zeros_like(l2)), has_fn
+
+
+def maskfn_loss(z: Tensor, positive_index: Tensor, false_negative: Tensor | None, temperature: float = 0.07,
+                lam: float = 0.8) -> Tensor:
+    """``mean(L1) + λ·mean(L2)`` (the L2 mean runs over rows that have a false negative).
+
+    Args:
+        z: (M, D) embeddings (normalised inside).
+        positive_index: (M,) int64 positive row of each row.
+        false_negative: (M,) int64 from :func:`select_false_negatives` (−1 = none), or None = plain NT-Xent.
+        temperature: τ (SSL-FER 0.07).
+        lam: λ, weight of the promoted false negative (SSL-FER ``--negative_lambda`` 0.8). λ = 0 still
+            removes the false negative from the negatives.
+    """
+    l1, l2, has_fn = maskfn_terms(z, positive_index, false_negative, temperature)
+    loss = l1.mean()
+    if bool(has_fn.any()) and lam != 0:
+        loss = loss + lam * l2[has_fn].mean()
+    return loss
+
+
+def landmark_descriptor(landmarks: Tensor) -> Tensor:
+    """(B, 64) weight-free eye/mouth shape descriptor from 68-point landmarks (B, 68, 2).
+
+    Eyes (36-47) and mouth (48-67) points are each centred on their own centroid (as the paper's
+    separate eye and mouth crops), rotated so that the line between the eye centres is horizontal
+    (roll removed), divided by the inter-ocular distance, flattened, concatenated and L2-normalised.
+    Translation-, scale- and roll-invariant, so the nearest descriptor is the most similar eye/mouth
+    configuration (eye opening, brows excluded, mouth opening/stretch). Rows with missing (NaN)
+    landmarks give a zero vector (cosine 0 with everything).
+    """
+    lm = landmarks.float()
+    right = lm[:, list(RIGHT_EYE)].mean(dim=1)
+    left = lm[:, list(LEFT_EYE)].mean(dim=1)
+    v = left - right
+    iod = v.norm(dim=-1).clamp_min(1e-6)
+    cos, sin = v[:, 0] / iod, v[:, 1] / iod
+    rot = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], 1)  # rotate by −angle
+
+    def block(idx: tuple[int, ...]) -> Tensor:
+        pts = lm[:, list(idx)]
+        pts = pts - pts.mean(dim=1, keepdim=True)
+        return (pts @ rot.transpose(1, 2)) / iod[:, None, None]
+
+    desc = torch.cat([block(RIGHT_EYE + LEFT_EYE).flatten(1), block(MOUTH).flatten(1)], dim=1)
+    return F.normalize(torch.nan_to_num(desc, nan=0.0, posinf=0.0, neginf=0.0), dim=1)
