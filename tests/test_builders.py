@@ -321,4 +321,6 @@ def test_verify_drops_unreadable_and_paths_relative_to_out(tmp_path):
     assert rep.rows == 1 and "not a recognised image format" in rep.problems[0][1]
     assert Manifest.load(tmp_path / "data" / "m.csv").frame["path"][0] == "jaffe/KA.AN1.39.tiff"
     rep = build_manifest("jaffe", root, tmp_path / "elsewhere" / "m.csv", split="none")
-    assert rep.rows == 2 and any(k.startswith("note: paths leave") for k in rep.counts)
+    assert rep.rows == 2 and any(k.startswith("note: images reached through the link") for k in rep.counts)
+    m = Manifest.load(tmp_path / "elsewhere" / "m.csv")  # valid: every path stays inside its folder
+    assert m.frame["path"][0].startswith("jaffe-images/") and m.abs_paths()[0].is_file()

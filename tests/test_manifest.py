@@ -239,14 +239,15 @@ def test_missing_and_unreadable_files(tmp_path):
     assert validate_manifest(p, check_files=False).ok
 
 
-def test_outside_root_is_a_warning(tmp_path):
+def test_outside_root_is_an_error(tmp_path):
     _img(tmp_path / "img" / "a.png")
     sub = tmp_path / "manifests"
     sub.mkdir()
     p = _write(sub, "path\n../img/a.png\n")
     r = validate_manifest(p)
-    assert r.ok and [w.code for w in r.warnings] == ["outside_root"]
-    assert len(Manifest.load(p)) == 1
+    assert not r.ok and [e.code for e in r.errors] == ["outside_root"]
+    with pytest.raises(ManifestError, match="leaving the manifest folder"):
+        Manifest.load(p)
 
 
 def test_aliases_and_bom_and_blank_lines(tmp_path):

@@ -21,6 +21,7 @@ COMMANDS = (
     "methods",
     "pretrain",
     "evaluate",
+    "finetune",
     "separation",
     "umap",
     "attention",

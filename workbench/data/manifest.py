@@ -305,8 +305,8 @@ def _check_paths(raw: pd.Series, line_of: Sequence[int], col: _Collector) -> lis
                                  "paths must be relative to the manifest's folder")
     if outside:
         col.add("outside_root", f"paths leaving the manifest folder in {_n(len(outside), 'row')} (first: "
-                                f"{_q(vals[outside[0]], 60)}); the manifest breaks if moved: put it in or "
-                                "above the image folder", severity="warning")
+                                f"{_q(vals[outside[0]], 60)}); paths must stay inside the manifest's folder: "
+                                "put the manifest in or above the image folder (builders link it for you)")
     if dups:
         a, b = dups[0]
         col.add("duplicate_path", f"{_n(len(dups), 'duplicate path')} (first: {_q(vals[b], 60)} on lines "

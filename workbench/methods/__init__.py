@@ -8,10 +8,13 @@ from __future__ import annotations
 from workbench.methods.barlow import BarlowTwins
 from workbench.methods.base import Batch, MethodConfig, SSLMethod
 from workbench.methods.byol import BYOL
+from workbench.methods.clmex import CLMEx
+from workbench.methods.contrawarping import ContraWarping
 from workbench.methods.mae import MAE
 from workbench.methods.mocov3 import MoCoV3
 from workbench.methods.simclr import SimCLR
 from workbench.methods.simfle import SimFLE
+from workbench.methods.sslfer import SSLFER
 
 METHODS: dict[str, type[SSLMethod]] = {
     "simclr": SimCLR,
@@ -20,6 +23,9 @@ METHODS: dict[str, type[SSLMethod]] = {
     "barlow_twins": BarlowTwins,
     "mae": MAE,
     "simfle": SimFLE,
+    "sslfer": SSLFER,
+    "contrawarping": ContraWarping,
+    "clmex": CLMEx,
 }
 
 

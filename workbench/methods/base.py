@@ -10,6 +10,16 @@ A method is a small ``nn.Module`` over a :class:`~workbench.models.Backbone` tha
 
 The trainer owns everything else (optimiser, schedule, AMP, checkpoints, logging), so a method
 file stays ~100-300 lines.
+
+Multi-process (DDP) training (:mod:`workbench.train.distributed`): every process runs
+``training_step`` on its own disjoint shard of the global batch, BatchNorm layers are synchronised
+(global batch statistics) and gradients are averaged. A loss that is a mean over items therefore
+needs nothing else. A loss that compares items *across* the batch (negatives, batch statistics of
+embeddings) must see the global batch: call :func:`all_gather_with_grad` on the embeddings
+(``(n, D)`` per process → ``(world·n, D)`` in rank order, gradients flow back to each process's
+rows; the identity in a single process), compute the loss for the local rows against the gathered
+ones, and the mean over processes equals the single-process loss (see ``SimCLR``).
+:func:`process_rank_and_world` gives ``(rank, world_size)`` (``(0, 1)`` in a single process).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from workbench.config import param
@@ -151,3 +162,48 @@ def cosine_momentum(base: float, progress: float) -> float:
 def flatten_items(x: torch.Tensor) -> torch.Tensor:
     """(B, k, ...) → (B·k, ...)."""
     return x.reshape(-1, *x.shape[2:])
+
+
+# -- multi-process helpers (identity in a single process) -------------------------------------
+
+def process_rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather in forward; backward sums every process's gradient for the local rows.
+
+    Backend-agnostic (an ``all_reduce`` of the full gradient, then the local slice), so it works on
+    gloo (CPU) as well as NCCL. Needs the same shape on every process.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        rank, world = process_rank_and_world()
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.n = rank, x.shape[0]
+        return torch.cat(parts, 0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (same shape everywhere) from all processes along dim 0, in rank order.
+
+    Differentiable: each process gets the gradient of the sum of all processes' losses with respect
+    to its own rows, which is what DDP's gradient averaging expects when every process computes the
+    loss of its local rows against the gathered ones. The identity in a single process.
+    """
+    _, world = process_rank_and_world()
+    if world == 1:
+        return x
+    return _GatherWithGrad.apply(x)

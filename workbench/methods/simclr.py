@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from workbench.config import param
 from workbench.losses import nt_xent, pair_positive_index
-from workbench.methods.base import Batch, MethodConfig, SSLMethod
+from workbench.methods.base import (
+    Batch,
+    MethodConfig,
+    SSLMethod,
+    all_gather_with_grad,
+    process_rank_and_world,
+)
 from workbench.views.global_aug import GlobalViewConfig, global_augment, simclr_views
 
 
@@ -36,5 +43,26 @@ class SimCLR(SSLMethod):
         v1 = global_augment(x, self.cfg.views, batch.generator).images
         v2 = global_augment(x, self.cfg.views, batch.generator).images
         z = self(torch.cat([v1, v2]))["z"]
-        loss = nt_xent(z, pair_positive_index(x.shape[0], z.device), self.cfg.temperature)
+        if process_rank_and_world()[1] == 1:
+            loss = nt_xent(z, pair_positive_index(x.shape[0], z.device), self.cfg.temperature)
+        else:  # DDP: local rows against the gathered global batch (all 2N-2 negatives)
+            loss = gathered_nt_xent(z, self.cfg.temperature)
         return {"loss": loss, "z": z.detach()[: x.shape[0]]}
+
+
+def gathered_nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent of this process's rows ``[view1 (n); view2 (n)]`` against every process's rows.
+
+    Keys are :func:`all_gather_with_grad` of ``z`` (rank blocks of ``2n``); row ``j`` of rank ``r``
+    is key ``r·2n + j``, its positive ``r·2n + (j + n) mod 2n``. With equal shards, the mean over
+    processes is the single-process ``nt_xent`` of the global batch (same rows and negatives).
+    """
+    rank, _ = process_rank_and_world()
+    m = z.shape[0]
+    keys = F.normalize(all_gather_with_grad(z).float(), dim=1)
+    q = F.normalize(z.float(), dim=1)
+    sim = q @ keys.t() / temperature
+    local = torch.arange(m, device=z.device)
+    own = rank * m + local
+    sim = sim.masked_fill(F.one_hot(own, keys.shape[0]).bool(), float("-inf"))
+    return F.cross_entropy(sim, rank * m + (local + m // 2) % m)

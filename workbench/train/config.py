@@ -54,6 +54,19 @@ class TrainConfig:
                               "needs an expression column).", min=0)
     max_steps: int = param(0, "Stop after this many optimiser steps (0 = no limit; for smoke tests).", min=0)
     threads: int = param(0, "torch CPU threads (0 = leave PyTorch's default).", min=0)
+    # -- multi-process training (workbench.train.distributed, needs lightning-fabric) --
+    devices: int = param(1, "Processes per node: GPUs with device cuda/auto, or CPU processes with device cpu. "
+                            "> 1 trains with DDP through Lightning Fabric; batch_size stays the GLOBAL batch and "
+                            "must divide exactly (each process gets batch_size / (devices x num_nodes)).", min=1)
+    strategy: str = param("ddp", "How the processes start when devices x num_nodes > 1: 'ddp' re-runs the "
+                                 "command once per extra device (CLI, scripts; under torchrun/SLURM nothing is "
+                                 "started); 'ddp_spawn' spawns workers from Python (tests, notebooks; config and "
+                                 "callbacks must be picklable); 'ddp_fork'/'ddp_notebook' fork (CPU, Jupyter); "
+                                 "'ddp_find_unused_parameters_true' for methods with unused parameters.",
+                          choices=("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook",
+                                   "ddp_find_unused_parameters_true"))
+    num_nodes: int = param(1, "Machines. > 1 needs a launcher that starts the processes on every node "
+                              "(torchrun or SLURM srun, see docs/SCALING.md).", min=1)
 
 
 @dataclass

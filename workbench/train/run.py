@@ -63,7 +63,7 @@ def prepare_data(config: RunConfig, *, progress: bool = True):
 #: training options that may differ when resuming (they do not change what is computed, except that
 #: a larger ``epochs`` extends the cosine schedule: exact only when resuming with the same value)
 RESUME_MAY_CHANGE = ("epochs", "max_steps", "device", "threads", "knn_every", "log_every",
-                     "checkpoint_every", "keep_checkpoints")
+                     "checkpoint_every", "keep_checkpoints", "devices", "strategy", "num_nodes")
 
 
 def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, callbacks=None,
@@ -76,7 +76,33 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, ca
     """
     from workbench.train.trainer import Trainer
 
+    # -- several processes (devices x num_nodes > 1): DDP through Lightning Fabric --
+    if config.train.devices * config.train.num_nodes > 1:
+        from workbench.train.distributed import pretrain_distributed
+
+        return pretrain_distributed(config, out_dir, resume=resume, callbacks=callbacks, progress=progress,
+                                    trainer_hook=trainer_hook)
+    # --
     out = Path(out_dir)
+    check_run_folder(config, out, resume=resume)
+    config.build_method_config()  # validate early
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
+    method = build_method(config)
+    train, val = prepare_data(config, progress=progress)
+    method.check_data(train)
+    write_run_config(config, method, out)
+    trainer = Trainer(config, method, train, out, val_data=val, callbacks=callbacks, progress=progress)
+    if resume:
+        trainer.resume(out / "checkpoints" / "last.safetensors")
+    if trainer_hook is not None:
+        trainer_hook(trainer)
+    return trainer.fit()
+
+
+def check_run_folder(config: RunConfig, out: Path, *, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one whose config differs (beyond RESUME_MAY_CHANGE)."""
     cfg_path = out / "config.json"
     if resume:
         if not cfg_path.is_file():
@@ -92,22 +118,13 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, ca
                               f"({', '.join(diff) or 'method'}); only {', '.join(RESUME_MAY_CHANGE)} may change")
     elif (out / "checkpoints" / "last.safetensors").exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    config.build_method_config()  # validate early
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
-    method = build_method(config)
-    train, val = prepare_data(config, progress=progress)
-    method.check_data(train)
+
+
+def write_run_config(config: RunConfig, method, out: Path) -> None:
+    """Write ``out/config.json`` (config, code versions, resolved method config)."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, {"config": config.to_dict(), "version": code_version(),
-                          "method_config_resolved": _resolved(method)})
-    trainer = Trainer(config, method, train, out, val_data=val, callbacks=callbacks, progress=progress)
-    if resume:
-        trainer.resume(out / "checkpoints" / "last.safetensors")
-    if trainer_hook is not None:
-        trainer_hook(trainer)
-    return trainer.fit()
+    write_json(out / "config.json", {"config": config.to_dict(), "version": code_version(),
+                                     "method_config_resolved": _resolved(method)})
 
 
 def _resolved(method) -> dict[str, Any]:

@@ -168,7 +168,7 @@ class Trainer:
                 for i, rows in enumerate(self.sampler.batches(self.epoch)):
                     if i < self.step_in_epoch:
                         continue  # resuming mid-epoch: skip the batches already done
-                    if self._stop.is_set():
+                    if self._should_stop():
                         status = "stopped"
                         break
                     if self.tc.max_steps and self.step >= self.tc.max_steps:
@@ -222,7 +222,7 @@ class Trainer:
         flat = torch.from_numpy(rows.reshape(-1))
         codes = {c: v[flat].reshape(rows.shape).to(self.device) for c, v in self._codes.items()}
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(self.tc.seed) * 1_000_003 + self.step)
+        gen.manual_seed(self._generator_seed())
         return batch_cls(images=images, landmarks=landmarks, rows=torch.from_numpy(rows), codes=codes,
                          generator=gen, step=self.step, epoch=self.epoch)
 
@@ -235,14 +235,14 @@ class Trainer:
                 if batch.images.ndim == 4 else batch.images
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            out = self.method.training_step(batch)
+            out = self._forward_step(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        if not self._all_finite(loss):
             raise TrainingDiverged(
                 f"loss became {float(loss)} at step {self.step} (epoch {self.epoch}); the last good "
                 f"checkpoint is kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self._backward(loss)
         if self.tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.tc.grad_clip)
         self.optimizer.step()
@@ -252,10 +252,36 @@ class Trainer:
         for k, v in out.items():
             if k not in ("loss", "z") and torch.is_tensor(v) and v.numel() == 1:
                 metrics[k] = float(v.detach())
+        metrics = self._reduce_metrics(metrics)
         if "z" in out and (self.step + 1) % self.tc.log_every == 0 or self.step == 0:
-            metrics.update({f"collapse/{k}": v for k, v in collapse_stats(out["z"]).items()})
+            metrics.update({f"collapse/{k}": v for k, v in collapse_stats(self._gather_rows(out["z"])).items()})
         self.last_metrics = metrics
         return metrics
+
+    # -- process hooks: identity in one process, overridden by ----------------------------------
+    # -- workbench.train.distributed.FabricTrainer (DDP through Lightning Fabric) ----------------
+    def _generator_seed(self) -> int:
+        """Seed of this step's augmentation generator (depends on (seed, step) only)."""
+        return int(self.tc.seed) * 1_000_003 + self.step
+
+    def _forward_step(self, batch) -> dict[str, torch.Tensor]:
+        return self.method.training_step(batch)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        return bool(torch.isfinite(loss))
+
+    def _reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        return metrics
+
+    def _gather_rows(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def _should_stop(self) -> bool:
+        return self._stop.is_set()
+    # -- end of process hooks ---------------------------------------------------------------------
 
     @torch.no_grad()
     def _epoch_eval(self) -> dict[str, float]:

@@ -71,6 +71,30 @@ def _rel(abs_path: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(os.path.abspath(abs_path), os.path.abspath(out_dir))).as_posix()
 
 
+def _image_root_link(root: Path, out_dir: Path, name: str) -> Path:
+    """Where image paths are taken from, so that every manifest path stays inside its folder.
+
+    When the dataset root is the manifest's folder or below it, that is the root itself. Otherwise
+    (a manifest written elsewhere, e.g. next to read-only licensed data) a symbolic link
+    ``OUT_DIR/<name>-images`` → root is created (or reused) and paths go through it.
+    """
+    root_abs, out_abs = Path(os.path.abspath(root)), Path(os.path.abspath(out_dir))
+    if root_abs == out_abs or out_abs in root_abs.parents:
+        return root_abs
+    link = out_abs / f"{name}-images"
+    if link.is_symlink() or link.exists():
+        if link.resolve() != root_abs.resolve():
+            raise ManifestError(f"{link} already exists and does not point to {root_abs}; remove it or choose "
+                                "another --out folder")
+    else:
+        try:
+            link.symlink_to(root_abs.resolve(), target_is_directory=True)
+        except OSError as exc:
+            raise ManifestError(f"cannot link {link} → {root_abs} ({exc.strerror}); put the manifest in or above "
+                                "the dataset folder instead") from None
+    return link
+
+
 def build_manifest(format: str, root: str | os.PathLike[str], out: str | os.PathLike[str], *,
                    verify: bool = False, **options: Any) -> BuildReport:
     """Build the manifest of dataset ``format`` found under ``root`` and write it to ``out`` (.csv).
@@ -97,6 +121,7 @@ def build_manifest(format: str, root: str | os.PathLike[str], out: str | os.Path
     out_p.parent.mkdir(parents=True, exist_ok=True)
     raw_rows = builder.build(ctx, opts)
 
+    image_root = _image_root_link(root_p, out_p.parent, builder.name)
     rows: list[dict[str, Any]] = []
     for row in raw_rows:
         p = Path(row["path"])
@@ -111,7 +136,9 @@ def build_manifest(format: str, root: str | os.PathLike[str], out: str | os.Path
             ctx.problem(abs_p, "image file not found")
             continue
         new = dict(row)
-        new["path"] = _rel(abs_p, out_p.parent)
+        under_root = Path(os.path.abspath(root_p)) in Path(os.path.abspath(abs_p)).parents
+        new["path"] = _rel(image_root / os.path.relpath(os.path.abspath(abs_p), os.path.abspath(root_p))
+                           if under_root else abs_p, out_p.parent)
         lm = new.get("landmarks")
         if isinstance(lm, np.ndarray):
             new["landmarks"] = format_landmarks(lm) if np.all(np.isfinite(lm)) else ""
@@ -143,9 +170,8 @@ def build_manifest(format: str, root: str | os.PathLike[str], out: str | os.Path
     manifest = Manifest.from_frame(frame, out_p.parent)
     manifest.save(out_p)
     report.rows = len(manifest)
-    outside = sum(1 for p in manifest.frame["path"] if isinstance(p, str) and p.startswith("../"))
-    if outside:
-        report.counts["note: paths leave the manifest folder (save it in or above the images to avoid)"] = outside
+    if image_root != Path(os.path.abspath(root_p)):
+        report.counts[f"note: images reached through the link {image_root} → {root_p}"] = len(manifest)
     n_probs = len(report.problems)
     report.summary_line = (f"{builder.name}: wrote {out_p} ({manifest.summary()}); "
                            f"{n_probs} problem{'s' if n_probs != 1 else ''}")

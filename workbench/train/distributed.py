@@ -1,0 +1,335 @@
+"""Multi-process pretraining (DDP) through Lightning Fabric: several GPUs, nodes, or CPU processes.
+
+``pretrain(config, ...)`` comes here when ``config.train.devices x num_nodes > 1``. What a step
+computes, and how it relates to a single-process run:
+
+- **Global batch.** ``train.batch_size`` is the global batch (items per optimiser step). Every process
+  builds the *same* sampler (same seed → same order each epoch) and keeps a disjoint contiguous shard
+  of every global batch: rank ``r`` of ``W`` gets items ``[r·b, (r+1)·b)`` with ``b = batch_size / W``,
+  which must divide exactly (else :class:`~workbench.errors.ConfigError` before anything starts).
+  ``steps per epoch`` and the LR schedule are those of the single-process run.
+- **Gradients and batch statistics.** The method is wrapped by Fabric (DDP, gradients averaged);
+  every BatchNorm becomes a synchronised BatchNorm first (``torch.nn.SyncBatchNorm`` / timm's variant
+  on CUDA, :class:`GlobalBatchNorm` on CPU, where torch's has no kernel), so batch statistics are those
+  of the global batch. Methods whose loss compares items across the batch gather embeddings with
+  :func:`workbench.methods.base.all_gather_with_grad` (SimCLR: all ``2B−2`` negatives); a per-item
+  mean loss (BYOL) needs nothing else. Hence one step equals a single-process step on the same global
+  batch with the same views, up to float summation order (``tests/test_distributed.py``).
+- **Randomness.** All processes seed weights with ``train.seed`` (and DDP broadcasts rank 0's
+  weights). The per-step augmentation generator of rank 0 has the single-process seed; rank ``r > 0``
+  a seed derived from ``(seed, step, r)``. Views are per-sample draws from a stream, so a W-process
+  run draws *different* (equally distributed) views than a single process: runs are reproducible for
+  a fixed W, and bitwise-comparable to one process only with deterministic views.
+- **Outputs.** Rank 0 alone writes ``config.json``, ``metrics.jsonl`` (scalar metrics averaged over
+  processes, collapse statistics of the gathered batch), checkpoints (atomic, the usual format:
+  a checkpoint resumes with any number of processes) and runs the online kNN; ``Trainer.stop()``
+  or a stopping callback on rank 0 is agreed by all processes at the next step.
+
+Launch (``train.strategy``): ``ddp`` (default) re-runs the same command line once per extra local
+device (Fabric's script launcher) — the CLI path; under ``torchrun`` or SLURM ``srun`` the processes
+already exist and nothing is launched. ``ddp_spawn`` starts workers from Python (tests, notebooks;
+the config, callbacks and ``trainer_hook`` must be picklable). See ``docs/SCALING.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from workbench.errors import ConfigError
+from workbench.train.config import RunConfig
+from workbench.train.trainer import Trainer, TrainResult
+
+__all__ = ["FabricTrainer", "GlobalBatchNorm", "convert_sync_batchnorm", "global_rank", "make_fabric",
+           "pretrain_distributed", "shard_rows", "step_seed"]
+
+
+# -- pieces that do not need processes (unit-tested directly) ----------------------------------------
+
+def shard_rows(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rows ``[rank·b, (rank+1)·b)`` of a global batch of ``world·b`` items (exact split)."""
+    rows = np.asarray(rows)
+    if rows.shape[0] % world:
+        raise ConfigError(f"a batch of {rows.shape[0]} items cannot be split exactly over {world} processes")
+    b = rows.shape[0] // world
+    return rows[rank * b:(rank + 1) * b]
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Augmentation seed of one step on one process; rank 0 = the single-process seed."""
+    base = int(seed) * 1_000_003 + int(step)
+    if rank == 0:
+        return base
+    ss = np.random.SeedSequence([int(seed) % 2**63, int(step), int(rank)])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def global_rank() -> int:
+    """Rank of this process in the default process group (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of a sum of per-process losses is summed back the same way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm with statistics over all processes, on any backend (gloo on CPU).
+
+    ``torch.nn.SyncBatchNorm`` only runs on accelerators; this is its portable equivalent for CPU
+    processes: two differentiable all-reduces per layer (mean, then centred second moment, in float32).
+    Same parameters and buffers as ``BatchNorm*d`` (checkpoints are interchangeable); outside training
+    or in a single process it is plain BatchNorm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, c] + [1] * (input.dim() - 2)
+        x = input.float()
+        local_n = torch.tensor([x.numel() // c], dtype=x.dtype, device=x.device)
+        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), local_n]))
+        count = sums[-1].detach()
+        mean = sums[:-1] / count
+        xc = x - mean.view(shape)
+        var = _AllReduceSum.apply((xc * xc).sum(dims)) / count
+        y = xc * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)  # type: ignore[union-attr,operator]
+                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None  # type: ignore[arg-type]
+                     else self.momentum)
+                unbiased = var.detach() * (count / (count - 1).clamp(min=1))
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        return y.to(input.dtype)
+
+
+class _GlobalBatchNormAct(GlobalBatchNorm):
+    """:class:`GlobalBatchNorm` + the dropout/activation of timm's ``BatchNormAct2d``."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x = super().forward(input)
+        if hasattr(self, "drop"):
+            x = self.drop(x)
+        if hasattr(self, "act"):
+            x = self.act(x)
+        return x
+
+
+def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
+    """Every ``BatchNorm*d`` (timm's ``BatchNormAct2d`` included) → a synchronised one.
+
+    CUDA: timm's converter (``torch.nn.SyncBatchNorm`` / ``SyncBatchNormAct``); other devices:
+    :class:`GlobalBatchNorm`. Parameters are shared (not copied), buffers copied.
+    """
+    if device_type == "cuda":
+        from timm.layers import convert_sync_batchnorm as timm_convert
+
+        return timm_convert(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        act = hasattr(module, "act") or hasattr(module, "drop")
+        cls = _GlobalBatchNormAct if act else GlobalBatchNorm
+        new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        new.running_mean = module.running_mean
+        new.running_var = module.running_var
+        new.num_batches_tracked = module.num_batches_tracked
+        for name in ("drop", "act"):
+            if hasattr(module, name):
+                setattr(new, name, getattr(module, name))
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child, device_type))
+    return module
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+class _StepModule(nn.Module):
+    """What DDP wraps: ``forward(batch)`` is the method's ``training_step`` (so gradients sync)."""
+
+    def __init__(self, method: nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.method.training_step(batch)
+
+
+class FabricTrainer(Trainer):
+    """:class:`~workbench.train.trainer.Trainer` for one process of a Fabric DDP run (see module doc)."""
+
+    def __init__(self, fabric: Any, config: RunConfig, method: nn.Module, data: Any, run_dir: str | Path,
+                 **kwargs: Any):
+        self.fabric = fabric
+        self.rank, self.world = int(fabric.global_rank), int(fabric.world_size)
+        if config.train.batch_size % self.world:
+            raise ConfigError(f"batch_size {config.train.batch_size} must be divisible by the number of "
+                              f"processes ({self.world} = devices x num_nodes)")
+        method = convert_sync_batchnorm(method, fabric.device.type)
+        if self.rank != 0:
+            kwargs["callbacks"], kwargs["progress"] = None, False
+        super().__init__(config, method, data, run_dir, device=fabric.device, **kwargs)
+        self.local_batch = config.train.batch_size // self.world
+        self._ddp = fabric.setup_module(_StepModule(self.method))
+
+    # sharding and seeds
+    def _make_batch(self, rows: np.ndarray, batch_cls):
+        rows = np.asarray(rows)
+        if rows.shape[0] != self.tc.batch_size:
+            raise ConfigError(f"the sampler gave a batch of {rows.shape[0]} items, not {self.tc.batch_size}; "
+                              "multi-process training needs full batches (drop_last)")
+        return super()._make_batch(shard_rows(rows, self.rank, self.world), batch_cls)
+
+    def _generator_seed(self) -> int:
+        return step_seed(self.tc.seed, self.step, self.rank)
+
+    # forward / backward through DDP
+    def _forward_step(self, batch) -> dict[str, torch.Tensor]:
+        return self._ddp(batch)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.fabric.backward(loss)
+
+    # agreement between processes
+    def _sum(self, values: list[float]) -> torch.Tensor:
+        t = torch.tensor(values, dtype=torch.float64 if self.device.type == "cpu" else torch.float32,
+                         device=self.device)
+        dist.all_reduce(t)
+        return t
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        return float(self._sum([0.0 if bool(torch.isfinite(loss)) else 1.0])[0]) == 0.0
+
+    def _should_stop(self) -> bool:
+        return float(self._sum([1.0 if self._stop.is_set() else 0.0])[0]) > 0.0
+
+    def _reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        keys = sorted(metrics)
+        total = self._sum([float(metrics[k]) for k in keys]).tolist()
+        return {k: v / self.world for k, v in zip(keys, total)}
+
+    def _gather_rows(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.detach().contiguous()
+        parts = [torch.empty_like(z) for _ in range(self.world)]
+        dist.all_gather(parts, z)
+        return torch.cat(parts)
+
+    # rank 0 writes
+    def _log(self, rec: dict[str, Any], fh) -> None:
+        if self.rank == 0:
+            super()._log(rec, fh)
+
+    def _save(self, *, numbered: bool) -> None:
+        if self.rank == 0:
+            super()._save(numbered=numbered)
+
+    def _epoch_eval(self) -> dict[str, float]:
+        return super()._epoch_eval() if self.rank == 0 else {}
+
+
+# -- launching --------------------------------------------------------------------------------
+
+def _fabric_class():
+    try:
+        from lightning.fabric import Fabric
+    except ImportError:
+        try:
+            from lightning_fabric import Fabric
+        except ImportError:
+            raise ConfigError("multi-process training needs Lightning Fabric: pip install 'workbench[scale]' "
+                              "(lightning-fabric)") from None
+    return Fabric
+
+
+def _accelerator(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
+        return "cuda"
+    if kind == "cpu":
+        return "cpu"
+    raise ConfigError(f"multi-process training runs on 'cuda' or 'cpu' processes, not '{device}'")
+
+
+def make_fabric(config: RunConfig):
+    """The Fabric object of a run (accelerator from ``train.device``; precision is the trainer's own)."""
+    tc = config.train
+    world = tc.devices * tc.num_nodes
+    if tc.batch_size % world:
+        raise ConfigError(f"batch_size {tc.batch_size} must be divisible by devices x num_nodes = {world} "
+                          f"(each process gets an equal share of the global batch)")
+    return _fabric_class()(accelerator=_accelerator(tc.device), devices=tc.devices, num_nodes=tc.num_nodes,
+                           strategy=tc.strategy, precision="32-true")
+
+
+def pretrain_distributed(config: RunConfig, out_dir: str | Path, *, resume: bool = False, callbacks=None,
+                         progress: bool = True, trainer_hook=None) -> TrainResult:
+    """Pretrain with ``devices x num_nodes`` processes; returns rank 0's :class:`TrainResult`.
+
+    With ``strategy='ddp'`` the calling process becomes rank 0 and every other process re-runs the
+    command line (its own call returns its own result); with ``ddp_spawn`` the caller only waits.
+    """
+    fabric = make_fabric(config)
+    return fabric.launch(_worker, config, str(out_dir), resume, callbacks, progress, trainer_hook)
+
+
+def _worker(fabric: Any, config: RunConfig, out_dir: str, resume: bool, callbacks, progress: bool,
+            trainer_hook) -> TrainResult:
+    from workbench.train.run import build_method, check_run_folder, prepare_data, write_run_config
+
+    out = Path(out_dir)
+    rank0 = fabric.global_rank == 0
+    check_run_folder(config, out, resume=resume)
+    config.build_method_config()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
+    method = build_method(config)
+    with fabric.rank_zero_first(local=True):  # one process per node builds the decoded-face cache
+        train, val = prepare_data(config, progress=progress and fabric.local_rank == 0)
+    method.check_data(train)
+    fabric.barrier()  # every process checked the run folder before rank 0 writes into it
+    if rank0:
+        write_run_config(config, method, out)
+    trainer = FabricTrainer(fabric, config, method, train, out, val_data=val, callbacks=callbacks,
+                            progress=progress)
+    if resume:
+        trainer.resume(out / "checkpoints" / "last.safetensors")
+    if trainer_hook is not None:
+        trainer_hook(trainer)
+    result = trainer.fit()
+    fabric.barrier()
+    return result
