@@ -2,8 +2,8 @@
 
 Each notebook runs in a fresh kernel (nbclient) with parameters injected after its ``parameters``
 cell; any error output, or a traceback on stderr, fails the test. The notebooks share one ``OUT``
-folder in notebook order (as a user would), and each also works alone: notebook 01 makes the runs
-the others reuse, and the others create them when missing.
+folder in notebook order (as a user would): notebook 01 makes the runs the others reuse (each also
+creates them when missing, see ``ensure_runs`` in test_widgets and the browser test's fresh folder).
 """
 
 from __future__ import annotations
@@ -143,11 +143,3 @@ def test_notebook_executes(name, shared_out, tmp_path):
                 for c in code for o in c.get("outputs", []))
     assert views >= 1, f"{name}: no widget displayed"
     print(f"{name}: {seconds:.1f} s")
-
-
-@pytest.mark.slow
-def test_analysis_notebook_runs_alone(tmp_path):
-    """A later notebook in an empty OUT makes its own data and runs."""
-    nb, _ = run_notebook("04_evaluate_compare.ipynb", tmp_path / "out", tmp_path)
-    assert not problems(nb) + widget_errors(nb)
-    assert len(list((tmp_path / "out" / "runs").glob("*/checkpoints/last.safetensors"))) == 2

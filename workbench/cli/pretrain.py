@@ -22,6 +22,14 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (smoke tests)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="processes per node (GPUs, or CPU processes with --device cpu); > 1 = DDP through "
+                        "Lightning Fabric, --batch-size stays the global batch [default: 1]")
+    p.add_argument("--strategy", default=None,
+                   help="ddp (default: re-runs this command per extra device; under torchrun/SLURM nothing is "
+                        "launched) | ddp_spawn | ddp_fork | ddp_find_unused_parameters_true")
+    p.add_argument("--num-nodes", type=int, default=None,
+                   help="machines; > 1 needs torchrun or SLURM srun (see docs/SCALING.md) [default: 1]")
     p.add_argument("--split", default=None, help="split to train on: train (default) | all")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--config", help="YAML file with a RunConfig (method, data, model, train, method_config)")
@@ -75,7 +83,7 @@ def build_config(args: argparse.Namespace):
     for key in ("backbone", "weights"):
         if getattr(args, key) is not None:
             d["model"][key] = getattr(args, key)
-    for key in ("epochs", "batch_size", "lr", "seed", "device", "max_steps"):
+    for key in ("epochs", "batch_size", "lr", "seed", "device", "max_steps", "devices", "strategy", "num_nodes"):
         if getattr(args, key) is not None:
             d["train"][key] = getattr(args, key)
     d["train"].update(parse_kv(args.train_opt, "--train-opt"))
@@ -94,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"no --data given: using the synthetic set {manifest}")
         config.data.manifest = str(manifest)
     result = pretrain(config, Path(args.out), resume=args.resume, progress=not args.quiet)
+    from workbench.train.distributed import global_rank
+
+    if global_rank() != 0:  # a DDP worker started by `--strategy ddp`: rank 0 reports
+        return 0
     m = result.last_metrics
     print(f"{result.status}: {config.method} epoch {result.epoch} step {result.step} "
           f"loss {m.get('loss', float('nan')):.4f} -> {result.run_dir}")

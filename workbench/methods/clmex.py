@@ -10,7 +10,14 @@ import torch
 from workbench.config import param
 from workbench.errors import ConfigError, MissingMetadataError
 from workbench.losses import multi_positive_nt_xent
-from workbench.methods.base import Batch, MethodConfig, SSLMethod, flatten_items
+from workbench.methods.base import (
+    Batch,
+    MethodConfig,
+    SSLMethod,
+    all_gather_with_grad,
+    flatten_items,
+    process_rank_and_world,
+)
 from workbench.views.global_aug import GlobalViewConfig, global_augment
 
 
@@ -40,7 +47,9 @@ class CLMEx(SSLMethod):
     expression shot [x session x lighting]); the multi-positive NT-Xent (SupCon form with group ids)
     pulls the views of a group together and pushes every other image of the batch away.
 
-    The loss reads only the ``group`` codes: expression labels are never used in pretraining (they
+    Under DDP the embeddings and group codes of all processes are gathered and every process
+    computes the same global-batch loss (negatives span the global batch). The loss reads only the
+    ``group`` codes: expression labels are never used in pretraining (they
     are used in stage 2, :func:`workbench.evaluate.finetune.finetune`: supervised fine-tuning of the
     whole encoder + a linear head, evaluated overall and per view angle, with a from-scratch comparison).
 
@@ -89,7 +98,12 @@ class CLMEx(SSLMethod):
         if self.cfg.augment:
             x = global_augment(x, self.cfg.view_aug, batch.generator).images
         z = self(x)["z"]
-        loss = multi_positive_nt_xent(z, group.reshape(-1), self.cfg.temperature)
+        groups = group.reshape(-1).to(z.device)
+        if process_rank_and_world()[1] > 1:  # DDP: every process computes the global-batch loss
+            z_all, groups = all_gather_with_grad(z), all_gather_with_grad(groups)
+        else:
+            z_all = z
+        loss = multi_positive_nt_xent(z_all, groups, self.cfg.temperature)
         return {"loss": loss, "z": z.detach()[::k]}
 
 

@@ -14,7 +14,13 @@ from workbench.config import param
 from workbench.errors import CheckpointError, ConfigError, MissingMetadataError
 from workbench.losses import nt_xent, pair_positive_index
 from workbench.losses.maskfn import landmark_descriptor, maskfn_terms, select_false_negatives
-from workbench.methods.base import Batch, MethodConfig, SSLMethod
+from workbench.methods.base import (
+    Batch,
+    MethodConfig,
+    SSLMethod,
+    all_gather_with_grad,
+    process_rank_and_world,
+)
 from workbench.views import _ops
 from workbench.views.faceswap import FaceSwapConfig, donor_landmarks, swap_with_donors
 from workbench.views.global_aug import GlobalViewConfig, global_augment, sslfer_views
@@ -405,25 +411,45 @@ class SSLFER(SSLMethod):
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss over the whole (global) batch. Under DDP the embeddings, positive indices, items and
+        descriptors of all processes are gathered and every process computes the same global loss
+        (the gather's backward sums the W identical gradients, DDP averages them back), so negatives
+        and MaskFN candidates span the global batch; FaceSwap donors come from the local shard."""
         c = self.cfg
         v = self.make_views(batch)
-        z = self(v.images)["z"]
+        z_local = self(v.images)["z"]
+        n_items = batch.images.shape[0]
+        desc = self.descriptors(v.raw, v.raw_landmarks) if c.mask_fn and v.raw_landmarks is not None else None
+        z, pos, item, desc = _gather_rows(z_local, v.positive_index, v.item, n_items, desc)
         out: dict[str, torch.Tensor] = {}
         if c.mask_fn:
-            assert v.raw_landmarks is not None
-            desc = self.descriptors(v.raw, v.raw_landmarks)
-            protect = (v.item[:, None] == v.item[None, :]) if c.protect_hard_negatives else None
-            fn = select_false_negatives(desc, v.positive_index, protect)
-            l1, l2, has_fn = maskfn_terms(z, v.positive_index, fn, c.temperature)
+            assert desc is not None
+            protect = (item[:, None] == item[None, :]) if c.protect_hard_negatives else None
+            fn = select_false_negatives(desc, pos, protect)
+            l1, l2, has_fn = maskfn_terms(z, pos, fn, c.temperature)
             loss_l2 = l2[has_fn].mean() if bool(has_fn.any()) else l1.sum() * 0.0
             loss = l1.mean() + c.maskfn_lambda * loss_l2
-            same = (v.item[fn.clamp_min(0)] == v.item) & has_fn
+            same = (item[fn.clamp_min(0)] == item) & has_fn
             out.update(maskfn_l1=l1.mean().detach(), maskfn_l2=loss_l2.detach(),
                        maskfn_same_item=same.float().mean())
         else:
-            loss = nt_xent(z, v.positive_index, c.temperature)
-        n_items = batch.images.shape[0]
-        return {"loss": loss, "z": z.detach()[:n_items], **out}
+            loss = nt_xent(z, pos, c.temperature)
+        return {"loss": loss, "z": z_local.detach()[:n_items], **out}
+
+
+def _gather_rows(z: torch.Tensor, pos: torch.Tensor, item: torch.Tensor, n_items: int,
+                 desc: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Concatenate the rows of all processes (rank blocks); indices are shifted per block. Identity
+    in a single process."""
+    _, world = process_rank_and_world()
+    if world == 1:
+        return z, pos, item, desc
+    m = z.shape[0]
+    shift = torch.arange(world, device=z.device).repeat_interleave(m)
+    pos_all = pos.repeat(world) + shift * m
+    item_all = item.repeat(world) + shift * n_items
+    desc_all = None if desc is None else all_gather_with_grad(desc.detach().float())
+    return all_gather_with_grad(z), pos_all, item_all, desc_all
 
 
 __all__ = ["ABLATION_ROWS", "SSLFER", "SSLFERConfig", "SSLFERViews", "eye_mouth_crops"]

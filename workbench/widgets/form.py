@@ -32,11 +32,12 @@ _LABEL_WIDTH = "170px"
 _INPUT_WIDTH = "230px"
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, exact: bool = False) -> str:
+    """Display text of a value; ``exact`` keeps every float digit (for input boxes that round-trip)."""
     if isinstance(v, (tuple, list)):
-        return ", ".join(_fmt(x) for x in v)
+        return ", ".join(_fmt(x, exact) for x in v)
     if isinstance(v, float):
-        return f"{v:g}"
+        return repr(v) if exact else f"{v:g}"
     return str(v)
 
 
@@ -116,7 +117,7 @@ class ConfigForm:
         if origin is dict or base is dict:
             return W.Textarea(value=json.dumps(v or {}), layout=W.Layout(width=_INPUT_WIDTH, height="48px"))
         if origin in (tuple, list):
-            return W.Text(value=_fmt(v), placeholder="comma-separated", layout=layout)
+            return W.Text(value=_fmt(v, exact=True), placeholder="comma-separated", layout=layout)
         return W.Text(value="" if v is None else str(v), layout=layout)
 
     def _row(self, spec: FieldSpec) -> W.Widget:
@@ -129,7 +130,6 @@ class ConfigForm:
             acc.set_title(0, f"{spec.name} ({_base_type(spec.type)[0].__name__})")
             acc.selected_index = None
             return W.VBox([acc, msg])
-        inp.description_tooltip = None
         inp.observe(lambda _c, name=spec.name: self._changed(name), names=["value"])
         label = W.HTML(f"<code>{html.escape(spec.name)}</code>", layout=W.Layout(width=_LABEL_WIDTH))
         helpw = W.HTML(_help_html(spec), layout=W.Layout(flex="1 1 auto", width="auto"))
@@ -201,7 +201,7 @@ class ConfigForm:
                 elif isinstance(inp, (W.IntText, W.FloatText)):
                     inp.value = v
                 else:
-                    inp.value = _fmt(v) if isinstance(v, (tuple, list)) else ("" if v is None else str(v))
+                    inp.value = _fmt(v, exact=True) if isinstance(v, (tuple, list)) else ("" if v is None else str(v))
         finally:
             self._quiet = False
         self._validate_all()

@@ -1,0 +1,114 @@
+"""Reliability: bad images never crash training, SIGKILL leaves the last checkpoint intact,
+same seed gives the same results, and user errors are one line."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.cli.main import main
+
+
+def _copy_synth(src_manifest: Path, dst: Path) -> Path:
+    shutil.copytree(src_manifest.parent, dst)
+    return dst / "manifest.csv"
+
+
+def test_bad_images_are_skipped_with_a_list_not_a_crash(tiny_synth, tmp_path):
+    from workbench.data.cache import load_face_data
+
+    manifest = _copy_synth(tiny_synth, tmp_path / "d")
+    frame = pd.read_csv(manifest)
+    paths = [manifest.parent / p for p in frame["path"][:3]]
+    paths[0].write_bytes(b"")                                   # empty
+    paths[1].write_bytes(paths[1].read_bytes()[:40])            # truncated
+    paths[2].write_bytes(b"GIF89a not really")                  # corrupt
+    with pytest.warns(UserWarning, match="3 of 192 images were skipped"):
+        data = load_face_data(manifest, 32)
+    assert len(data) == 189 and len(data.skipped) == 3
+    assert (data.cache_dir / "skipped.csv").is_file()
+    x, _ = data.batch(np.arange(8))
+    assert x.shape == (8, 3, 32, 32) and float(x.max()) <= 1.0
+
+
+def test_cache_is_invalidated_when_an_image_changes(tiny_synth, tmp_path):
+    from PIL import Image
+
+    from workbench.data.cache import load_face_data
+
+    manifest = _copy_synth(tiny_synth, tmp_path / "d")
+    a = load_face_data(manifest, 32, progress=False)
+    first = manifest.parent / pd.read_csv(manifest)["path"][0]
+    Image.new("RGB", (48, 48), (255, 0, 0)).save(first)
+    b = load_face_data(manifest, 32, progress=False)
+    assert a.cache_dir != b.cache_dir
+    assert np.asarray(b.images[0])[..., 0].mean() > 250
+
+
+_KILL_SCRIPT = """
+import sys
+from workbench.train import RunConfig, pretrain
+cfg = RunConfig.from_dict({"method": "simclr", "data": {"manifest": sys.argv[1], "image_size": 32},
+    "model": {"backbone": "resnet10t"}, "train": {"epochs": 200, "batch_size": 16, "device": "cpu",
+    "knn_every": 0}, "method_config": {"proj_hidden_dim": 32, "proj_dim": 16}})
+pretrain(cfg, sys.argv[2], progress=False)
+"""
+
+
+def test_sigkill_leaves_the_last_checkpoint_loadable(tiny_synth, tmp_path):
+    from workbench.train import load_run
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(tiny_synth), str(run_dir)])
+    last = run_dir / "checkpoints" / "last.safetensors"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (last.is_file() and (run_dir / "checkpoints" / "epoch-0002.safetensors").is_file()):
+            time.sleep(0.2)
+        assert last.is_file(), "no checkpoint was written in time"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = load_run(run_dir)  # loads: never a half-written file
+    assert run.state["epoch"] >= 2
+
+
+def test_same_seed_same_evaluation(tiny_run, tiny_synth):
+    from workbench.evaluate.protocols import EvalConfig
+    from workbench.evaluate.run_eval import evaluate_run
+    from workbench.train import load_run
+
+    run = load_run(tiny_run)
+    for protocol in ("linear", "knn"):
+        a = evaluate_run(run, tiny_synth, EvalConfig(protocol=protocol, seed=3)).to_dict()
+        b = evaluate_run(run, tiny_synth, EvalConfig(protocol=protocol, seed=3)).to_dict()
+        assert a["accuracy"] == b["accuracy"] and a["macro_f1"] == b["macro_f1"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["pretrain", "--data", "nope.csv", "--out", "{tmp}/r"], "nope.csv"),
+    (["pretrain", "--method", "simclrr", "--out", "{tmp}/r"], "did you mean 'simclr'"),
+    (["pretrain", "--data", "{synth}", "--backbone", "resnet999", "--out", "{tmp}/r"], "unknown timm backbone"),
+    (["pretrain", "--data", "{synth}", "--opt", "temperature=hot", "--out", "{tmp}/r"], "temperature"),
+    (["pretrain", "--data", "{synth}", "--image-size", "8", "--out", "{tmp}/r"], "image_size"),
+    (["evaluate", "{tmp}", "--data", "{synth}"], "not a run folder"),
+    (["synth", "--out", "{tmp}/s", "--size", "8"], "size"),
+    (["manifest", "validate", "{tmp}/missing.csv"], "missing.csv"),
+    (["lab", "--ip", "0.0.0.0", "--dry-run"], "non-loopback"),
+])
+def test_user_errors_are_one_line_and_nonzero(argv, needle, tiny_synth, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, synth=tiny_synth) for a in argv]
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code != 0
+    assert err and err[-1].startswith("error:") and needle in err[-1], captured.err
+    assert "Traceback" not in captured.err
