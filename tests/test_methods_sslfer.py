@@ -278,3 +278,34 @@ def test_missing_clip_metadata_stops_with_the_column_named(plain, tmp_path):
     rows = next(iter(simclr.make_sampler(data, 4, 0).batches(0)))
     out = simclr.training_step(make_batch(data, rows))
     assert torch.isfinite(out["loss"]) and out["z"].shape == (4, 16)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(clips, tmp_path):
+    """Under DDP the loss spans the global batch (gathered rows, shifted positive/item indices, MaskFN
+    candidates from every process): 2 CPU processes x 2 items = 1 process x 4 items, for 2 SGD steps
+    (the second loss also checks the gradient scale). Views without randomness, FaceSwap off (its donor
+    pool is the local shard)."""
+    import json
+
+    from workbench.train import RunConfig, pretrain
+
+    pytest.importorskip("lightning_fabric")
+    man, _ = clips
+    fixed = {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "hflip_p": 0.0, "jitter_p": 0.0,
+             "grayscale_p": 0.0, "blur_p": 0.0}
+    losses = []
+    for devices in (1, 2):
+        cfg = RunConfig.from_dict({
+            "method": "sslfer", "data": {"manifest": str(man), "image_size": S, "split": "all"},
+            "model": {"backbone": "test_efficientnet"},
+            "train": {"epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.05, "warmup_epochs": 0,
+                      "device": "cpu", "threads": 1, "log_every": 1, "knn_every": 0, "max_steps": 2,
+                      "devices": devices, "strategy": "ddp_spawn"},
+            "method_config": {**TINY, "temperature": 0.2, "face_swap": False, "landmark_mask": False,
+                              "anchor_view": fixed, "positive_view": fixed}})
+        pretrain(cfg, tmp_path / str(devices), progress=False)
+        recs = [json.loads(x) for x in (tmp_path / str(devices) / "metrics.jsonl").read_text().splitlines()]
+        losses.append([r["loss"] for r in recs if "loss" in r])
+    assert len(losses[0]) == 2
+    np.testing.assert_allclose(losses[1], losses[0], rtol=2e-4)

@@ -21,11 +21,12 @@ def nt_xent(z: torch.Tensor, positive_index: torch.Tensor, temperature: float = 
         positive_index: (M,) int64.
         temperature: τ; 0.1-0.5 for SimCLR, 0.07 in SSL-FER. Lower = harder negatives.
     """
-    z = F.normalize(z.float(), dim=1)
-    sim = z @ z.t() / temperature
-    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(eye, float("-inf"))
-    return F.cross_entropy(sim, positive_index.to(z.device))
+    with torch.autocast(device_type=z.device.type, enabled=False):  # logits / τ: keep float32 under AMP
+        z = F.normalize(z.float(), dim=1)
+        sim = z @ z.t() / temperature
+        eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+        sim = sim.masked_fill(eye, float("-inf"))
+        return F.cross_entropy(sim, positive_index.to(z.device))
 
 
 def pair_positive_index(n_pairs: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -40,7 +41,12 @@ def multi_positive_nt_xent(z: torch.Tensor, groups: torch.Tensor, temperature: f
     ``L_i = -(1/|P(i)|) Σ_{p∈P(i)} log( exp(s_ip/τ) / Σ_{k≠i} exp(s_ik/τ) )`` where P(i) are the
     other rows of i's group. Rows whose group has no other member are ignored.
     """
-    z = F.normalize(z.float(), dim=1)
+    with torch.autocast(device_type=z.device.type, enabled=False):  # logits / τ: keep float32 under AMP
+        return _multi_positive(z.float(), groups, temperature)
+
+
+def _multi_positive(z: torch.Tensor, groups: torch.Tensor, temperature: float) -> torch.Tensor:
+    z = F.normalize(z, dim=1)
     m = z.shape[0]
     sim = z @ z.t() / temperature
     eye = torch.eye(m, dtype=torch.bool, device=z.device)
@@ -57,6 +63,7 @@ def multi_positive_nt_xent(z: torch.Tensor, groups: torch.Tensor, temperature: f
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BYOL regression loss ``2 - 2·cos(q, z')`` averaged over the batch (target is detached)."""
-    p = F.normalize(prediction.float(), dim=-1)
-    t = F.normalize(target.detach().float(), dim=-1)
-    return (2 - 2 * (p * t).sum(dim=-1)).mean()
+    with torch.autocast(device_type=prediction.device.type, enabled=False):
+        p = F.normalize(prediction.float(), dim=-1)
+        t = F.normalize(target.detach().float(), dim=-1)
+        return (2 - 2 * (p * t).sum(dim=-1)).mean()

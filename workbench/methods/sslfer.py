@@ -202,6 +202,8 @@ class SSLFER(SSLMethod):
     4. FaceSwap stream trains on BGR images → fixed (RGB everywhere); not reproducible here.
     5. Scheduler is effectively a constant LR → ``paper_run`` uses ``schedule=constant``.
     6. Landmarks re-detected every step → taken from the manifest (pre-computed).
+    7. Evaluation-repo quirks (val set with train transform, LFW script) → not applicable: evaluation
+       is the library's own (``workbench evaluate`` / ``workbench finetune``).
     8. MaskFN "agg" loss can promote the same-identity hard negative → ``protect_hard_negatives=True``
        (default, intended: same-item rows are never promoted); ``False`` reproduces the code.
 
@@ -398,9 +400,11 @@ class SSLFER(SSLMethod):
 
     @torch.no_grad()
     def descriptors(self, raw: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """(M, D) L2-normalised MaskFN descriptors of un-augmented frames (config ``descriptor``)."""
+        """(M, D) L2-normalised MaskFN descriptors of un-augmented frames (config ``descriptor``);
+        float32 even under autocast (the argmax over similarities should not see bf16 rounding)."""
         if self.cfg.descriptor == "landmarks":
-            return landmark_descriptor(landmarks)
+            with torch.autocast(device_type=raw.device.type, enabled=False):
+                return landmark_descriptor(landmarks.float())
         net = self._resnet18(raw.device)
         eyes, mouth = eye_mouth_crops(raw, landmarks, self.cfg.descriptor_crop, self.cfg.descriptor_margin)
         mean = torch.tensor(IMAGENET_MEAN, device=raw.device).view(1, 3, 1, 1)
@@ -425,7 +429,8 @@ class SSLFER(SSLMethod):
         if c.mask_fn:
             assert desc is not None
             protect = (item[:, None] == item[None, :]) if c.protect_hard_negatives else None
-            fn = select_false_negatives(desc, pos, protect)
+            with torch.autocast(device_type=desc.device.type, enabled=False):
+                fn = select_false_negatives(desc, pos, protect)
             l1, l2, has_fn = maskfn_terms(z, pos, fn, c.temperature)
             loss_l2 = l2[has_fn].mean() if bool(has_fn.any()) else l1.sum() * 0.0
             loss = l1.mean() + c.maskfn_lambda * loss_l2

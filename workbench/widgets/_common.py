@@ -207,8 +207,14 @@ class LiveFigure:
             self._render()
 
     def _render(self) -> None:
-        self.widget.outputs = ()
-        self.widget.append_display_data(self.figure)
+        import json
+
+        import plotly.io as pio
+
+        spec = json.loads(pio.to_json(self.figure, validate=False))
+        spec.setdefault("config", {})
+        self.widget.outputs = ({"output_type": "display_data", "metadata": {},
+                                "data": {"application/vnd.plotly.v1+json": spec, "text/plain": "<plotly figure>"}},)
 
     def update(self, fig: Any) -> None:
         """Replace data and layout by those of ``fig`` (keeps the same widget on screen)."""

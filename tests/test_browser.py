@@ -1,0 +1,186 @@
+"""A real JupyterLab in headless Chromium: run the embedding-explorer notebook, check that the
+widgets and the plotly figure render, change the colour-by dropdown and check that the legend follows.
+
+Needs Chromium (``/usr/bin/chromium`` or ``$WORKBENCH_CHROMIUM``) and the ``playwright`` package;
+skipped otherwise. Nothing leaves 127.0.0.1: the server runs with a token in temporary Jupyter
+folders, news and update checks are off, and the page aborts any request to another host. The
+screenshot goes to the test's tmp folder and, when ``$WORKBENCH_ARTIFACTS`` is set, is copied there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from test_notebooks import NOTEBOOKS, TINY, kernel_env, with_parameters
+
+NOTEBOOK = "05_embedding_explorer.ipynb"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    for cand in (os.environ.get("WORKBENCH_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser")):
+        if cand and Path(cand).is_file():
+            return cand
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lab_settings(folder: Path) -> None:
+    """User settings that keep JupyterLab quiet and offline (no news, no update check)."""
+    p = folder / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}), encoding="utf-8")
+    nb = folder / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    nb.parent.mkdir(parents=True, exist_ok=True)
+    nb.write_text(json.dumps({"windowingMode": "none"}), encoding="utf-8")  # every cell in the DOM
+
+
+def wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("JupyterLab did not start")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 with a random port and token, serving a copy of the notebook."""
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
+    import nbformat
+
+    root = tmp_path / "nb"
+    root.mkdir()
+    nb = nbformat.read(NOTEBOOKS / NOTEBOOK, as_version=4)
+    with_parameters(nb, {"OUT": str(tmp_path / "out"), **TINY, "MAP_METHOD": "pca"})
+    nbformat.write(nb, root / NOTEBOOK)
+    env = {**os.environ, **kernel_env(tmp_path), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
+    lab_settings(tmp_path / "lab-settings")
+    port, token = free_port(), secrets.token_hex(24)
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           "--ServerApp.open_browser=False", "--ServerApp.allow_remote_access=False",
+           "--ServerApp.terminals_enabled=False", "--LabApp.extension_manager=readonly",
+           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI often run as root
+    log = open(tmp_path / "jupyterlab.log", "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    try:
+        wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", proc)
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _offline(route) -> None:
+    host = urlparse(route.request.url).hostname
+    if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+def _prompts(page) -> list[str]:
+    return [p.strip() for p in page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
+
+
+def _all_cells_done(page) -> bool:
+    prompts = _prompts(page)
+    return bool(prompts) and all(p not in ("[ ]:", "[*]:", "") for p in prompts)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_jupyterlab_runs_the_explorer_notebook(lab, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = chromium_path()
+    if chromium is None:
+        pytest.skip("Chromium not found (set WORKBENCH_CHROMIUM or install chromium)")
+    base, token = lab
+    shot = tmp_path / "jupyterlab-explorer.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.route("**/*", _offline)
+            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=90_000)
+            page.wait_for_selector(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator, "
+                                   ".jp-NotebookPanel-toolbar", timeout=60_000)
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+                " return e && e.getAttribute('data-status') === 'idle'; }", timeout=120_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()   # Run → Run All Cells
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            t0 = time.time()
+            while not _all_cells_done(page):
+                if time.time() - t0 > 400:
+                    page.screenshot(path=str(shot.with_name("timeout.png")))
+                    pytest.fail(f"the notebook did not finish: prompts {_prompts(page)}")
+                page.wait_for_timeout(1000)
+            page.wait_for_selector(".js-plotly-plot .legendtext", timeout=60_000)
+
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count()
+            stderr = " ".join(page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                              .all_inner_texts())
+            assert errors == 0 and "Traceback" not in stderr, stderr[-2000:]
+            assert "Error displaying widget" not in page.content()
+            assert page.locator(".jupyter-widgets").count() > 5
+            assert page.locator(".widget-button").count() >= 1
+            assert page.locator(".js-plotly-plot").count() >= 2                   # run map + over training
+
+            explorer = page.locator(".widget-vbox").filter(has=page.locator(".js-plotly-plot")).filter(
+                has=page.locator(".widget-dropdown", has_text="Colour")).last
+            plot = page.locator(".js-plotly-plot").first
+            before = plot.locator(".legendtext").all_inner_texts()
+            assert "happiness" in before, before
+            colour = page.locator(".widget-dropdown", has_text="Colour").first.locator("select")
+            colour.select_option(label="identity")
+            page.wait_for_function(
+                "() => Array.from(document.querySelector('.js-plotly-plot').querySelectorAll('.legendtext'))"
+                ".some(e => e.textContent.startsWith('id0'))", timeout=60_000)
+            after = plot.locator(".legendtext").all_inner_texts()
+            assert after != before and all(t.startswith("id") for t in after), after
+            assert explorer.count() >= 1
+            plot.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    dest = os.environ.get("WORKBENCH_ARTIFACTS")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(dest) / shot.name)
