@@ -32,9 +32,42 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def json_safe(v: Any) -> Any:
+    """Plain JSON values: numpy arrays/scalars → lists/numbers, Paths → str, NaN/inf → None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return json_safe(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (numpy scalars and Paths converted)."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Atomically write ``obj`` as indented JSON (numpy values and Paths converted, NaN/inf → null)."""
+    return write_text_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False,
+                                              default=_json_default) + "\n")
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
+    """Atomically write a compressed ``.npz``."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: numpy would append ".npz" to a temporary name
+            np.savez_compressed(fh, **arrays)
+
+    return atomic_write(path, write)
 
 
 def read_json(path: str | Path) -> Any:

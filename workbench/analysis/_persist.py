@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.evaluate.protocols import write_json_atomic, write_npz_atomic
+from workbench.io import write_json, write_npz
 
-__all__ = ["write_json_atomic", "read_json", "write_npz_atomic", "read_npz"]
+__all__ = ["write_json", "read_json", "write_npz", "read_npz"]
 
 
 def read_json(path: Path, kind: str) -> dict[str, Any]:

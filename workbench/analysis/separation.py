@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.analysis._persist import read_json, read_npz, write_json_atomic, write_npz_atomic
+from workbench.analysis._persist import read_json, read_npz, write_json, write_npz
 from workbench.data.vocabulary import EXPRESSIONS, canonical_expression
 from workbench.errors import WorkbenchError
 from workbench.viz.style import FACTOR_COLORS, StylePreset, get_preset
@@ -199,8 +199,8 @@ class SeparationReport:
         folder = Path(folder)
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
         if arrays:
-            write_npz_atomic(folder / f"{name}.npz", arrays)
-        return write_json_atomic(folder / f"{name}.json", {"kind": _KIND, "version": 1, **self.to_dict()})
+            write_npz(folder / f"{name}.npz", arrays)
+        return write_json(folder / f"{name}.json", {"kind": _KIND, "version": 1, **self.to_dict()})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SeparationReport:
@@ -447,7 +447,7 @@ class SeparationTrack:
 
     def save(self, folder: str | Path, name: str = "separation-track") -> Path:
         """Write ``folder/name.json`` (scalars of every report; per-query arrays are not kept)."""
-        return write_json_atomic(Path(folder) / f"{name}.json", {
+        return write_json(Path(folder) / f"{name}.json", {
             "kind": _TRACK_KIND, "version": 1,
             "reports": {str(e): r.to_dict() for e, r in sorted(self.reports.items())}})
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.analysis._persist import read_json, read_npz, write_json_atomic, write_npz_atomic
+from workbench.analysis._persist import read_json, read_npz, write_json, write_npz
 from workbench.errors import WorkbenchError, require
 from workbench.viz.style import StylePreset, category_order, color_map_for, get_preset
 
@@ -241,7 +241,7 @@ class EmbeddingMap:
         """Write ``name.npz`` (coords), ``name.parquet`` (or ``name.csv``) metadata and ``name.json``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_npz_atomic(folder / f"{name}.npz", {"coords": self.coords})
+        write_npz(folder / f"{name}.npz", {"coords": self.coords})
         try:
             require("pyarrow")
             meta_file = f"{name}.parquet"
@@ -250,7 +250,7 @@ class EmbeddingMap:
             meta_file = f"{name}.csv"
             self.meta.to_csv(folder / meta_file, index=False)
         dtypes = {str(c): str(t) for c, t in self.meta.dtypes.items()}
-        return write_json_atomic(folder / f"{name}.json", {"kind": _KIND, "version": 1, "method": self.method,
+        return write_json(folder / f"{name}.json", {"kind": _KIND, "version": 1, "method": self.method,
                                                             "params": self.params, "meta_file": meta_file,
                                                             "columns": list(map(str, self.meta.columns)),
                                                             "dtypes": dtypes, "n": int(self.coords.shape[0])})

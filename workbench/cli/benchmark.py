@@ -63,8 +63,12 @@ class BenchConfig:
     backbones: str = param("", "Comma-separated timm backbones for the pretraining comparison "
                                "('' = resnet10t,resnet18; quick resnet10t).")
     workers: int = param(0, "DataLoader workers of the reference (0 = number of CPUs, at most 8).", min=0)
-    rounds: int = param(0, "Alternating rounds of the three pipelines (0 = 3, quick 2).", min=0)
-    steps: int = param(0, "Timed steps per pipeline and round (0 = 4, quick 3).", min=0)
+    rounds: int = param(0, "Alternating rounds of the three pipelines (0 = 5, quick 2).", min=0)
+    steps: int = param(0, "Timed steps per pipeline and round (0 = 3, quick 2).", min=0)
+    amp: str = param("auto", "Trainer mixed precision for all three pipelines ('auto' = bf16 on CUDA, off on CPU).",
+                     choices=("auto", "bf16", "off"))
+    channels_last: str = param("auto", "Trainer channels_last for all three pipelines ('auto' = on for CNNs on "
+                                       "CUDA).", choices=("auto", "on", "off"))
     umap_points: int = param(0, "Points of the UMAP timing (0 = min(images, 2000)).", min=0)
     skip: str = param("", "Comma-separated sections to skip: pretrain, views, embeddings, umap.")
     seed: int = param(0, "Seed of the synthetic set, weights and batch order.")
@@ -82,6 +86,18 @@ def _rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     """Peak resident set size in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
     r = resource.getrusage(who).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def _proc_peak_rss_mb(pid: int | None) -> float | None:
+    """Peak RSS (VmHWM) of a live process in MiB, from /proc (Linux; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _median(xs: list[float]) -> float:
@@ -220,7 +236,7 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
         "method": "simclr", "data": {"manifest": str(manifest), "image_size": size, "split": "all"},
         "model": {"backbone": backbone},
         "train": {"batch_size": bs, "device": str(dev), "epochs": 1000, "knn_every": 0, "log_every": 10**6,
-                  "seed": cfg.seed, "warmup_epochs": 0},
+                  "seed": cfg.seed, "warmup_epochs": 0, "amp": cfg.amp, "channels_last": cfg.channels_last},
         "method_config": {"temperature": temperature},
     })
     torch.manual_seed(cfg.seed)
@@ -246,11 +262,14 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
         TwoViewFiles(paths, size), batch_size=bs, shuffle=True, drop_last=True, num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed))
-    ref: dict[str, Any] = {"loader": loader}
-    ref["it"] = _forever(lambda _e: iter(ref["loader"]))
+    ref: dict[str, Any] = {"loader": loader, "it": None}
 
     def reference_step() -> None:
-        v1, v2 = next(ref["it"])
+        try:
+            v1, v2 = next(ref["it"])
+        except StopIteration:  # end of an epoch: the workers start the next one
+            ref["it"] = iter(ref["loader"])
+            v1, v2 = next(ref["it"])
         views = torch.cat([v1.to(dev, non_blocking=True), v2.to(dev, non_blocking=True)])
         _simclr_views_step(ref_method, ref_opt, trainer, views, temperature)
 
@@ -260,17 +279,21 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
     def model_step() -> None:
         _simclr_views_step(method, trainer.optimizer, trainer, fixed, temperature)
 
-    # warm-up discarded in every round: the reference's prefetch queue (2 batches per worker) is
-    # full when its round starts, and its workers keep filling it into the next round
-    warm = {"reference": 2 * max(cfg.workers, 1) + 1, "model_only": 1, "workbench": 1}
+    # Every round restarts the reference's iterator (a new epoch: empty prefetch queue, the workers
+    # refill it during the discarded warm-up step; afterwards each step costs one batch of worker
+    # work, concurrent with the model step). After its round the workers still refill the last
+    # consumed batch: the next pipeline (model-only) discards two warm-up steps to absorb it.
+    warm = {"reference": 1, "model_only": 2, "workbench": 1}
     fns = {"reference": reference_step, "model_only": model_step, "workbench": workbench_step}
     times: dict[str, list[list[float]]] = {k: [] for k in fns}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     for _ in range(cfg.rounds):
+        ref["it"] = iter(loader)
         for name, fn in fns.items():
             times[name].append(_timed(fn, dev, cfg.steps, warmup=warm[name]))
     cuda_peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    worker_rss = [_proc_peak_rss_mb(w.pid) for w in getattr(getattr(loader, "_iterator", None), "_workers", [])]
     del loader
     ref.clear()  # stop the workers, so that their peak RSS is counted in RUSAGE_CHILDREN
     gc.collect()
@@ -320,6 +343,7 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
             "reference_cpu_per_batch_1core": 1e3 * bs * (t_decode + t_tf),
         },
         "cuda_max_allocated_mb": cuda_peak,
+        "reference_worker_peak_rss_mb": [r for r in worker_rss if r is not None],
     }
 
 
@@ -382,8 +406,8 @@ def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     c.batch_size = c.batch_size or (256 if gpu else (32 if c.quick else 64))
     c.backbones = c.backbones or ("resnet18" if gpu else ("resnet10t" if c.quick else "resnet10t,resnet18"))
     c.workers = c.workers or min(8, os.cpu_count() or 1)
-    c.rounds = c.rounds or (2 if c.quick else 3)
-    c.steps = c.steps or (3 if c.quick else 4)
+    c.rounds = c.rounds or (2 if c.quick else 5)
+    c.steps = c.steps or (2 if c.quick else 3)
     c.umap_points = c.umap_points or min(c.images, 2000)
     return c, dev
 
@@ -404,8 +428,7 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> di
     work = Path(tempfile.mkdtemp(prefix="wb-bench-"))
 
     def mem(section: str) -> None:
-        result["memory"][section] = {"peak_rss_mb": round(_rss_mb(), 1),
-                                     "peak_rss_children_mb": round(_rss_mb(resource.RUSAGE_CHILDREN), 1)}
+        result["memory"][section] = {"peak_rss_mb": round(_rss_mb(), 1)}
 
     try:
         log(f"[benchmark] {dev} · {cfg.images} synthetic faces @ {cfg.image_size}px (PNG) in {work}")
@@ -513,7 +536,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"- load average at start / end: {m.get('load_average_start')} / {m.get('load_average_end')}",
         f"- settings: {s['images']} synthetic faces at {s['image_size']} px (PNG files), batch {s['batch_size']} "
         f"(2 views each), reference DataLoader workers {s['workers']}, {s['rounds']} rounds x {s['steps']} "
-        f"timed steps (medians), quick={s['quick']}",
+        f"timed steps (medians), amp={s['amp']}, channels_last={s['channels_last']}, quick={s['quick']}",
         f"- total time {result['total_seconds']:.0f} s", "",
     ]
     if result.get("pretrain"):
@@ -567,10 +590,15 @@ def to_markdown(result: dict[str, Any]) -> str:
                      f"{u['first_call_s']:.1f} s | – |")
         lines.append(f"| UMAP warm (fit only) | {u['points']} x {u['dim']} | {u['warm_median_s']:.1f} s | "
                      f"{u['points'] / u['warm_median_s']:.0f} points/s |")
-    lines += ["", "## Peak memory", "", "| after section | peak RSS (MiB) | peak RSS of a child process (MiB) |",
-              "|---|---:|---:|"]
+    lines += ["", "## Peak memory", "", "Peak RSS of the benchmark process (monotone: the section that raised it "
+              "is the first with the higher value):", "", "| after section | peak RSS (MiB) |", "|---|---:|"]
     for k, v in result["memory"].items():
-        lines.append(f"| {k} | {v['peak_rss_mb']:.0f} | {v['peak_rss_children_mb']:.0f} |")
+        lines.append(f"| {k} | {v['peak_rss_mb']:.0f} |")
+    wr = [(r["backbone"], max(r["reference_worker_peak_rss_mb"])) for r in result.get("pretrain", [])
+          if r.get("reference_worker_peak_rss_mb")]
+    if wr:
+        lines += ["", "Peak RSS of one reference DataLoader worker (forked: shares pages with the main process): "
+                  + ", ".join(f"{b} {mb:.0f} MiB" for b, mb in wr)]
     cuda = [(r["backbone"], r["cuda_max_allocated_mb"]) for r in result.get("pretrain", [])
             if r.get("cuda_max_allocated_mb")]
     if cuda:

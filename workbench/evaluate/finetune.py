@@ -83,9 +83,9 @@ class FinetuneResult:
     kind: str = "finetune"
 
     def to_dict(self) -> dict[str, Any]:
-        from workbench.evaluate.protocols import _json_safe
+        from workbench.io import json_safe
 
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def summary(self) -> str:
         """One line, e.g. ``finetune (pretrained, 10% labels): acc 0.712  macro-F1 0.70  | -60: 0.55 ...``."""
@@ -96,11 +96,11 @@ class FinetuneResult:
                 f"acc {self.accuracy:.3f}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}){tail}")
 
     def save(self, path: str | Path) -> Path:
-        from workbench.evaluate.protocols import write_json_atomic
+        from workbench.io import write_json
 
         p = Path(path)
         self.path = str(p)
-        write_json_atomic(p, self.to_dict())
+        write_json(p, self.to_dict())
         return p
 
     @classmethod

@@ -22,7 +22,6 @@ Typical use::
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from workbench.config import to_dict as config_to_dict
 from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluate import metrics as M
+from workbench.io import json_safe, write_json, write_npz
 
 CLASSIFICATION_TARGETS = ("expression", "identity")
 REGRESSION_TARGETS = ("valence", "arousal")
@@ -138,40 +138,6 @@ class EvalConfig:
     max_iter: int = param(1000, "L-BFGS iterations of the linear probe.", min=1)
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _json_safe(v.tolist())
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Atomically write JSON (:func:`workbench.io.write_text_atomic`); NaN/inf become null."""
-    from workbench.io import write_text_atomic
-
-    return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
-
-
-def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Atomically write a compressed npz (:func:`workbench.io.atomic_write`)."""
-    from workbench.io import atomic_write
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a handle: numpy would append ".npz" to a temporary name
-            np.savez_compressed(fh, **arrays)
-
-    return atomic_write(path, write)
-
-
 @dataclass
 class EvalResult:
     """Scores of one :func:`evaluate_embeddings` call. Classification fields are ``None`` for
@@ -198,7 +164,7 @@ class EvalResult:
         """JSON-friendly dict (without the per-row predictions)."""
         d = asdict(self)
         d.pop("predictions")
-        return _json_safe(d)
+        return json_safe(d)
 
     def summary(self) -> str:
         """One line, e.g. ``knn expression (10% labels): acc 0.612  macro-F1 0.544  (chance 0.25)``."""
@@ -210,9 +176,9 @@ class EvalResult:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (JSON) and, when predictions are held, ``path`` with suffix ``.npz``."""
         p = Path(path)
-        write_json_atomic(p, self.to_dict())
+        write_json(p, self.to_dict())
         if self.predictions is not None:
-            write_npz_atomic(p.with_suffix(".npz"), {"predictions": np.asarray(self.predictions)})
+            write_npz(p.with_suffix(".npz"), {"predictions": np.asarray(self.predictions)})
         return p
 
     @classmethod

@@ -330,9 +330,9 @@ def export_figure(
         "run": user,
     }
     written["json"] = out / f"{name}.json"
-    from workbench.evaluate.protocols import write_json_atomic
+    from workbench.io import write_json
 
-    write_json_atomic(written["json"], meta)
+    write_json(written["json"], meta)
     return written
 
 
