@@ -23,6 +23,18 @@ def _isolated_cache(tmp_path_factory):
         os.environ["WORKBENCH_CACHE"] = old
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread per test module: the tensors here are tiny, and on a shared 2-core runner
+    extra threads only add contention (10x slower small ops were measured). Also more reproducible."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
     """12 identities x 16 images at 48 px (192 faces) with landmarks: the manifest path."""

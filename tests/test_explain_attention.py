@@ -16,12 +16,6 @@ EXPRS = ("neutral", "happiness", "surprise", "anger")
 SKINS = ((224, 172, 140), (150, 100, 70), (240, 205, 180))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _expression_landmarks(expr: str, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -25,13 +25,6 @@ from workbench.explain.regions import (
 S = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: torch's thread pool costs more than it saves on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _faces(n: int = 6, size: int = S, seed: int = 0) -> torch.Tensor:

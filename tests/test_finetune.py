@@ -12,12 +12,6 @@ from workbench.evaluate.finetune import FinetuneResult, build_classifier, finetu
 S = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,6 @@ from workbench.losses import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _unit(v):
     return v / math.sqrt(float((v * v).sum()))
 

@@ -12,12 +12,6 @@ from workbench.models import Backbone
 S, B = 32, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
-    yield
-    torch.set_num_threads(n)
 
 
 def make_batch(seed: int = 0) -> Batch:

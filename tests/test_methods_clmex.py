@@ -16,12 +16,6 @@ S = 32
 TINY = {"proj_hidden_dim": 32, "proj_dim": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,6 @@ S, B = 32, 4
 TINY = {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,6 @@ S, B = 32, 4
 VIT = "test_vit"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
-    yield
-    torch.set_num_threads(n)
 
 
 def make_batch(seed: int = 0) -> Batch:

@@ -17,12 +17,6 @@ TINY = {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "kd_hidden
         "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared CPU
-    yield
-    torch.set_num_threads(n)
 
 
 def make_batch(seed: int = 0) -> Batch:

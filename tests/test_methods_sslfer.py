@@ -22,12 +22,6 @@ TINY = {"proj_hidden_dim": 32, "proj_dim": 16}
 FLAGS = ("time_aug", "hard_negatives", "face_swap", "mask_fn")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,6 @@ from workbench.views import (
 from workbench.views.bench import view_throughput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on the shared 2-core runners."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def faces(b: int = 4, size: int = 48, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator(device=device).manual_seed(0)
     lm = template_landmarks(size, b, jitter=0.004, scale_jitter=0.1, generator=g, device=device)

@@ -12,15 +12,6 @@ from workbench.views import LocalWarpConfig, _ops, local_warp, render_faces, tem
 from workbench.views.warp import MAX_SLOPE, _field, _field_at, _max_slope, face_size, sample_warp_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on the shared 2-core runners."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
