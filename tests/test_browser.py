@@ -112,6 +112,12 @@ def _offline(route) -> None:
         route.abort()
 
 
+def _accept_dialogs(page) -> None:
+    accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    if accept.count():
+        accept.first.click()
+
+
 def _prompts(page) -> list[str]:
     return [p.strip() for p in page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
 
@@ -142,10 +148,13 @@ def test_jupyterlab_runs_the_explorer_notebook(lab, tmp_path):
             page.wait_for_function(
                 "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
                 " return e && e.getAttribute('data-status') === 'idle'; }", timeout=120_000)
+            page.wait_for_timeout(1000)
+            _accept_dialogs(page)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()   # Run → Run All Cells
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
             t0 = time.time()
             while not _all_cells_done(page):
+                _accept_dialogs(page)        # e.g. "Select Kernel" when a racing first kernel died
                 if time.time() - t0 > 400:
                     page.screenshot(path=str(shot.with_name("timeout.png")))
                     pytest.fail(f"the notebook did not finish: prompts {_prompts(page)}")
@@ -164,14 +173,14 @@ def test_jupyterlab_runs_the_explorer_notebook(lab, tmp_path):
             explorer = page.locator(".widget-vbox").filter(has=page.locator(".js-plotly-plot")).filter(
                 has=page.locator(".widget-dropdown", has_text="Colour")).last
             plot = page.locator(".js-plotly-plot").first
-            before = plot.locator(".legendtext").all_inner_texts()
+            before = plot.locator(".legendtext").all_text_contents()
             assert "happiness" in before, before
             colour = page.locator(".widget-dropdown", has_text="Colour").first.locator("select")
             colour.select_option(label="identity")
             page.wait_for_function(
                 "() => Array.from(document.querySelector('.js-plotly-plot').querySelectorAll('.legendtext'))"
                 ".some(e => e.textContent.startsWith('id0'))", timeout=60_000)
-            after = plot.locator(".legendtext").all_inner_texts()
+            after = plot.locator(".legendtext").all_text_contents()
             assert after != before and all(t.startswith("id") for t in after), after
             assert explorer.count() >= 1
             plot.scroll_into_view_if_needed()

@@ -213,7 +213,7 @@ def test_resnet18_descriptor_from_local_weights_and_loud_failures(clips, tmp_pat
     net = timm.create_model("resnet18", pretrained=False, num_classes=0)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
     m = method(descriptor="resnet18", descriptor_weights=str(weights), descriptor_crop=32)
-    m.check_data(data)
+    m.check_data(data.manifest)
     _, batch = first_batch(m, data, batch_size=2)
     v = m.make_views(batch)
     d = m.descriptors(v.raw, v.raw_landmarks)
@@ -222,7 +222,7 @@ def test_resnet18_descriptor_from_local_weights_and_loud_failures(clips, tmp_pat
     assert torch.isfinite(m.training_step(first_batch(m, data, batch_size=2)[1])["loss"])
     gone = method(descriptor="resnet18", descriptor_weights=str(tmp_path / "missing.safetensors"))
     with pytest.raises(CheckpointError, match="not found"):
-        gone.check_data(data)
+        gone.check_data(data.manifest)
     with pytest.raises(CheckpointError, match="not found"):
         gone.descriptors(v.raw, v.raw_landmarks)
 
@@ -268,7 +268,7 @@ def test_missing_clip_metadata_stops_with_the_column_named(plain, tmp_path):
     with pytest.raises(MissingMetadataError, match="'clip'"):
         pretrain(_cfg(man, "sslfer", TINY), tmp_path / "r", progress=False)
     simclr = method(**ABLATION_ROWS["simclr"])
-    simclr.check_data(data)  # everything off = SimCLR: no special column needed
+    simclr.check_data(data.manifest)  # everything off = SimCLR: no special column needed
     rows = next(iter(simclr.make_sampler(data, 4, 0).batches(0)))
     out = simclr.training_step(make_batch(data, rows))
     assert torch.isfinite(out["loss"]) and out["z"].shape == (4, 16)

@@ -38,6 +38,7 @@ from workbench.models import Backbone
 
 if TYPE_CHECKING:
     from workbench.data.cache import FaceData
+    from workbench.data.manifest import Manifest
 
 
 @dataclass
@@ -121,9 +122,12 @@ class SSLMethod(nn.Module):
 
         return RandomSampler(len(data), batch_size, seed)
 
-    def check_data(self, data: FaceData) -> None:
-        """Raise MissingMetadataError when a needed column is missing (named in the message)."""
-        data.manifest.require(*self.requires, purpose=f"method '{self.name}'")
+    def check_data(self, manifest: Manifest) -> None:
+        """Raise MissingMetadataError when a needed manifest column is missing (named in the message).
+
+        Called on the manifest before any image is decoded, so a wrong dataset fails at once.
+        """
+        manifest.require(*self.requires, purpose=f"method '{self.name}'")
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

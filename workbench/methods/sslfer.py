@@ -265,8 +265,8 @@ class SSLFER(SSLMethod):
             cols.append("landmarks")
         return tuple(cols)
 
-    def check_data(self, data) -> None:
-        data.manifest.require(*self.required_columns(), purpose=f"method '{self.name}' ({self._strategies()})")
+    def check_data(self, manifest) -> None:
+        manifest.require(*self.required_columns(), purpose=f"method '{self.name}' ({self._strategies()})")
         if self.cfg.mask_fn and self.cfg.descriptor == "resnet18":
             p = Path(self.cfg.descriptor_weights)
             if not p.is_file():

@@ -318,9 +318,11 @@ def _worker(fabric: Any, config: RunConfig, out_dir: str, resume: bool, callback
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
     method = build_method(config)
+    from workbench.data.manifest import Manifest
+
+    method.check_data(Manifest.load(config.data.manifest))  # before decoding anything
     with fabric.rank_zero_first(local=True):  # one process per node builds the decoded-face cache
         train, val = prepare_data(config, progress=progress and fabric.local_rank == 0)
-    method.check_data(train)
     fabric.barrier()  # every process checked the run folder before rank 0 writes into it
     if rank0:
         write_run_config(config, method, out)

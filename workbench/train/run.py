@@ -90,8 +90,10 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, ca
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
     method = build_method(config)
+    from workbench.data.manifest import Manifest
+
+    method.check_data(Manifest.load(config.data.manifest))  # before decoding anything
     train, val = prepare_data(config, progress=progress)
-    method.check_data(train)
     write_run_config(config, method, out)
     trainer = Trainer(config, method, train, out, val_data=val, callbacks=callbacks, progress=progress)
     if resume:
