@@ -96,7 +96,6 @@ class Trainer:
         self.last_metrics: dict[str, Any] = {}
         self._codes = {c: torch.from_numpy(data.codes(c)[0]) for c in ("identity", "clip", "group",
                                                                        "expression") if data.has(c)}
-        self._forward_model = self.method
         if self.tc.compile and self.device.type == "cuda":
             self.method.backbone.model = torch.compile(self.method.backbone.model)
 
@@ -192,18 +191,16 @@ class Trainer:
                        "epoch_seconds": time.perf_counter() - t_epoch, **self._epoch_eval()}
                 self._log(rec, metrics_file)
                 self._save(numbered=(self.epoch % self.tc.checkpoint_every == 0) or self.epoch == self.tc.epochs)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C / kernel interrupt: save below, like Stop
             status = "stopped"
-        except TrainingDiverged:
-            bar.close()
-            metrics_file.close()
-            raise
         except torch.cuda.OutOfMemoryError:
-            bar.close()
             metrics_file.close()
             raise WorkbenchError(
                 f"CUDA out of memory at batch size {self.tc.batch_size}; try --batch-size "
                 f"{max(2, self.tc.batch_size // 2)} (or a smaller --image-size / backbone)") from None
+        except BaseException:  # NaN loss (TrainingDiverged) and bugs: last good checkpoint stays as it is
+            metrics_file.close()
+            raise
         finally:
             bar.close()
         if status != "finished":
@@ -239,7 +236,7 @@ class Trainer:
         loss = out["loss"]
         if not self._all_finite(loss):
             raise TrainingDiverged(
-                f"loss became {float(loss)} at step {self.step} (epoch {self.epoch}); the last good "
+                f"loss became {float(loss.detach())} at step {self.step} (epoch {self.epoch}); the last good "
                 f"checkpoint is kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
         self.optimizer.zero_grad(set_to_none=True)
         self._backward(loss)
@@ -253,7 +250,7 @@ class Trainer:
             if k not in ("loss", "z") and torch.is_tensor(v) and v.numel() == 1:
                 metrics[k] = float(v.detach())
         metrics = self._reduce_metrics(metrics)
-        if "z" in out and (self.step + 1) % self.tc.log_every == 0 or self.step == 0:
+        if "z" in out and ((self.step + 1) % self.tc.log_every == 0 or self.step == 0):
             metrics.update({f"collapse/{k}": v for k, v in collapse_stats(self._gather_rows(out["z"])).items()})
         self.last_metrics = metrics
         return metrics
