@@ -54,10 +54,12 @@ def _fake_result(device: str, ratio: float, frac: float) -> dict:
         "pretrain": [{"backbone": "b", "images_per_s": ips, "ratio_workbench_vs_reference": ratio,
                       "ratio_per_round": [ratio], "ratio_median_of_rounds": ratio,
                       "fraction_of_model_only": {"workbench": frac, "reference": frac / ratio},
-                      "breakdown_ms": dict.fromkeys(
+                      "ratio_cpu_efficiency_workbench_vs_reference": 1.0,
+                      "breakdown_cpu_ms": dict.fromkeys(
                           ("workbench_gather_transfer_per_batch", "workbench_two_global_views_per_batch",
-                           "model_step_per_batch", "reference_decode_per_image_1core",
-                           "reference_two_transforms_per_image_1core", "reference_cpu_per_batch_1core"), 1.0),
+                           "model_step_per_batch", "workbench_step_per_batch",
+                           "reference_step_per_batch_main_plus_workers", "reference_decode_per_image_1thread",
+                           "reference_two_transforms_per_image_1thread", "reference_input_per_batch_1thread"), 1.0),
                       "reference_worker_peak_rss_mb": [50.0], "cuda_max_allocated_mb": None}],
     }
 
@@ -84,6 +86,7 @@ def test_tiny_benchmark_run_writes_json_and_markdown(tmp_path):
     assert set(p["images_per_s"]) == {"workbench", "reference", "model_only"}
     assert all(np.isfinite(v) and v > 0 for v in p["images_per_s"].values())
     assert len(p["step_seconds"]["reference"]) == 1 and len(p["step_seconds"]["reference"][0]) == 1
+    assert p["cpu_seconds_per_step"]["reference"][0] > 0 and p["breakdown_cpu_ms"]["model_step_per_batch"] > 0
     assert {"global", "warp", "faceswap", "mask"} <= set(saved["views"][0]["images_per_s"])
     assert saved["embeddings"]["images"] == saved["cache_build"]["images"] > 0
     assert "umap" not in saved and saved["summary"]["test_resnet"]["target"].startswith("workbench >=")

@@ -118,6 +118,25 @@ def _accept_dialogs(page) -> None:
         accept.first.click()
 
 
+def _run_all(page, tries: int = 4) -> None:
+    """Menu Run → Run All Cells once the kernel is idle; again if nothing started (a request sent while
+    the kernel connection was still being set up can be dropped)."""
+    for _ in range(tries):
+        page.wait_for_function("() => /Idle/.test(document.querySelector('#jp-main-statusbar')?.textContent || '')",
+                               timeout=120_000)
+        page.wait_for_timeout(1500)
+        _accept_dialogs(page)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        t0 = time.time()
+        while time.time() - t0 < 30:
+            _accept_dialogs(page)
+            if any(p != "[ ]:" for p in _prompts(page)):
+                return
+            page.wait_for_timeout(500)
+    pytest.fail("Run All Cells did not start the notebook")
+
+
 def _prompts(page) -> list[str]:
     return [p.strip() for p in page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
 
@@ -143,15 +162,7 @@ def test_jupyterlab_runs_the_explorer_notebook(lab, tmp_path):
             page.route("**/*", _offline)
             page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
             page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=90_000)
-            page.wait_for_selector(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator, "
-                                   ".jp-NotebookPanel-toolbar", timeout=60_000)
-            page.wait_for_function(
-                "() => { const e = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-                " return e && e.getAttribute('data-status') === 'idle'; }", timeout=120_000)
-            page.wait_for_timeout(1000)
-            _accept_dialogs(page)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()   # Run → Run All Cells
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            _run_all(page)
             t0 = time.time()
             while not _all_cells_done(page):
                 _accept_dialogs(page)        # e.g. "Select Kernel" when a racing first kernel died
@@ -183,9 +194,38 @@ def test_jupyterlab_runs_the_explorer_notebook(lab, tmp_path):
             after = plot.locator(".legendtext").all_text_contents()
             assert after != before and all(t.startswith("id") for t in after), after
             assert explorer.count() >= 1
-            plot.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
+            # hovering a point sends the event back to Python, which shows that face and its labels
+            point = plot.locator(".scatterlayer .point").nth(3)
+            point.scroll_into_view_if_needed()
+            box = point.bounding_box()
+            page.mouse.move(box["x"] - 30, box["y"] - 30)
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.widget-html-content'))"
+                ".some(e => e.textContent.includes('identity:') && e.textContent.includes('path:'))",
+                timeout=30_000)
+            # a lasso around the first panel sends the selection back to Python: its faces fill the gallery
+            plot.evaluate("e => e.scrollIntoView({block: 'center'})")
+            page.mouse.move(5, 5)
+            page.wait_for_timeout(300)
+            drag = plot.locator(".draglayer .nsewdrag").first.bounding_box()
+            x0, y0 = drag["x"] + 15, drag["y"] + 15
+            x1, y1 = drag["x"] + drag["width"] - 15, drag["y"] + drag["height"] - 15
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 5)):
+                page.mouse.move(x, y, steps=10)
+            page.mouse.up()
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.widget-html-content'))"
+                ".some(e => /\\b(\\d+) selected/.test(e.textContent) && !e.textContent.includes('6 selected'))",
+                timeout=30_000)
+            colour.evaluate("e => e.closest('.widget-vbox').scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(800)
             page.screenshot(path=str(shot), full_page=False)
+        except BaseException:
+            page.screenshot(path=str(shot.with_name("failure.png")))
+            raise
         finally:
             browser.close()
     assert shot.is_file() and shot.stat().st_size > 10_000

@@ -63,7 +63,7 @@ class BenchConfig:
     backbones: str = param("", "Comma-separated timm backbones for the pretraining comparison "
                                "('' = resnet10t,resnet18; quick resnet10t).")
     workers: int = param(0, "DataLoader workers of the reference (0 = number of CPUs, at most 8).", min=0)
-    rounds: int = param(0, "Alternating rounds of the three pipelines (0 = 5, quick 2).", min=0)
+    rounds: int = param(0, "Alternating rounds of the three pipelines (0 = 6, quick 2).", min=0)
     steps: int = param(0, "Timed steps per pipeline and round (0 = 3, quick 2).", min=0)
     amp: str = param("auto", "Trainer mixed precision for all three pipelines ('auto' = bf16 on CUDA, off on CPU).",
                      choices=("auto", "bf16", "off"))
@@ -105,16 +105,39 @@ def _median(xs: list[float]) -> float:
 
 
 def _timed(fn: Callable[[], Any], dev: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    return _timed_cpu(fn, dev, repeats, warmup)[0]
+
+
+def _timed_cpu(fn: Callable[[], Any], dev: torch.device, repeats: int, warmup: int = 1,
+               pids: Callable[[], list[int]] = list) -> tuple[list[float], float]:
+    """Wall seconds of each call after ``warmup`` calls, and CPU seconds per call over the timed calls
+    (this process, all threads, plus the processes ``pids()``, e.g. DataLoader workers)."""
     for _ in range(warmup):
         fn()
     _sync(dev)
     out = []
+    c0, w0 = time.process_time(), _cpu_of(pids())
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         _sync(dev)
         out.append(time.perf_counter() - t)
-    return out
+    cpu = time.process_time() - c0 + _cpu_of(pids()) - w0
+    return out, cpu / max(1, repeats)
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """utime + stime of live processes from /proc (Linux; 0 elsewhere), in seconds."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def machine_info(dev: torch.device) -> dict[str, Any]:
@@ -279,48 +302,60 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
     def model_step() -> None:
         _simclr_views_step(method, trainer.optimizer, trainer, fixed, temperature)
 
-    # Every round restarts the reference's iterator (a new epoch: empty prefetch queue, the workers
-    # refill it during the discarded warm-up step; afterwards each step costs one batch of worker
-    # work, concurrent with the model step). After its round the workers still refill the last
-    # consumed batch: the next pipeline (model-only) discards two warm-up steps to absorb it.
-    warm = {"reference": 1, "model_only": 2, "workbench": 1}
+    # Every round restarts the reference's iterator just before its turn (a new epoch: empty prefetch
+    # queue, the workers fill it during the discarded warm-up step; afterwards each step costs one
+    # batch of worker work, concurrent with the model step). After its turn the workers still refill
+    # the last consumed batch: the other pipelines discard two warm-up steps to absorb it. The order of
+    # the pipelines rotates from round to round.
+    warm = {"reference": 1, "model_only": 2, "workbench": 2}
     fns = {"reference": reference_step, "model_only": model_step, "workbench": workbench_step}
     times: dict[str, list[list[float]]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+
+    def worker_pids() -> list[int]:
+        return [w.pid for w in getattr(getattr(ref.get("loader"), "_iterator", None), "_workers", [])]
+
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    for _ in range(cfg.rounds):
-        ref["it"] = iter(loader)
-        for name, fn in fns.items():
-            times[name].append(_timed(fn, dev, cfg.steps, warmup=warm[name]))
+    names = list(fns)
+    for rnd in range(cfg.rounds):
+        for name in names[rnd % 3:] + names[:rnd % 3]:
+            fn = fns[name]
+            if name == "reference":
+                ref["it"] = iter(loader)
+            wall, c = _timed_cpu(fn, dev, cfg.steps, warmup=warm[name],
+                                 pids=worker_pids if name == "reference" else list)
+            times[name].append(wall)
+            cpu[name].append(c)
     cuda_peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     worker_rss = [_proc_peak_rss_mb(w.pid) for w in getattr(getattr(loader, "_iterator", None), "_workers", [])]
     del loader
     ref.clear()  # stop the workers, so that their peak RSS is counted in RUSAGE_CHILDREN
     gc.collect()
 
-    # where the time goes (workbench): host gather + transfer, two global views, model step
+    # where the time goes, in CPU seconds (robust to other tenants of a shared machine):
+    # workbench = host gather + transfer, two global views, model step; reference = per item work
     rows = next(rows_it)
-    t_batch = _timed(lambda: trainer._make_batch(rows, Batch), dev, cfg.steps)
+    _, c_batch = _timed_cpu(lambda: trainer._make_batch(rows, Batch), dev, cfg.steps)
     x = trainer._make_batch(rows, Batch).images[:, 0]
     vcfg = method.cfg.views
-    t_aug = _timed(lambda: (global_augment(x, vcfg, gen), global_augment(x, vcfg, gen)), dev, cfg.steps)
-    # and the reference's per-item CPU work (one core, this process): decode, two transforms
+    _, c_aug = _timed_cpu(lambda: (global_augment(x, vcfg, gen), global_augment(x, vcfg, gen)), dev, cfg.steps)
     ds = TwoViewFiles(paths[:64], size)
     from PIL import Image
 
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     imgs = []
     for p in ds.paths:
         with Image.open(p) as im:
             imgs.append(im.convert("RGB"))
-    t_decode = (time.perf_counter() - t0) / len(imgs)
+    t_decode = (time.process_time() - c0) / len(imgs)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
     try:
-        t0 = time.perf_counter()
+        c0 = time.process_time()
         for img in imgs:
             ds.transform(img), ds.transform(img)
-        t_tf = (time.perf_counter() - t0) / len(imgs)
+        t_tf = (time.process_time() - c0) / len(imgs)
     finally:
         torch.set_num_threads(threads)
 
@@ -329,6 +364,7 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
     per_round = {k: [bs / _median(r) for r in v] for k, v in times.items()}
     # pipelines of one round ran seconds apart: per-round ratios are robust to slow load drifts
     round_ratios = [w / r for w, r in zip(per_round["workbench"], per_round["reference"])]
+    cpu_med = {k: _median(v) for k, v in cpu.items()}
     return {
         "backbone": backbone, "image_size": size, "batch_size": bs, "views_per_image": 2,
         "images_per_s": ips, "images_per_s_per_round": per_round,
@@ -337,13 +373,17 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
         "fraction_of_model_only": {"workbench": ips["workbench"] / ips["model_only"],
                                    "reference": ips["reference"] / ips["model_only"]},
         "step_seconds": times, "warmup_steps_per_round": warm,
-        "breakdown_ms": {
-            "workbench_gather_transfer_per_batch": 1e3 * _median(t_batch),
-            "workbench_two_global_views_per_batch": 1e3 * _median(t_aug),
-            "model_step_per_batch": 1e3 * med["model_only"],
-            "reference_decode_per_image_1core": 1e3 * t_decode,
-            "reference_two_transforms_per_image_1core": 1e3 * t_tf,
-            "reference_cpu_per_batch_1core": 1e3 * bs * (t_decode + t_tf),
+        "cpu_seconds_per_step": cpu, "images_per_cpu_second": {k: bs / v for k, v in cpu_med.items()},
+        "ratio_cpu_efficiency_workbench_vs_reference": cpu_med["reference"] / cpu_med["workbench"],
+        "breakdown_cpu_ms": {
+            "workbench_gather_transfer_per_batch": 1e3 * c_batch,
+            "workbench_two_global_views_per_batch": 1e3 * c_aug,
+            "model_step_per_batch": 1e3 * cpu_med["model_only"],
+            "workbench_step_per_batch": 1e3 * cpu_med["workbench"],
+            "reference_step_per_batch_main_plus_workers": 1e3 * cpu_med["reference"],
+            "reference_decode_per_image_1thread": 1e3 * t_decode,
+            "reference_two_transforms_per_image_1thread": 1e3 * t_tf,
+            "reference_input_per_batch_1thread": 1e3 * bs * (t_decode + t_tf),
         },
         "cuda_max_allocated_mb": cuda_peak,
         "reference_worker_peak_rss_mb": [r for r in worker_rss if r is not None],
@@ -409,7 +449,7 @@ def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     c.batch_size = c.batch_size or (256 if gpu else (32 if c.quick else 64))
     c.backbones = c.backbones or ("resnet18" if gpu else ("resnet10t" if c.quick else "resnet10t,resnet18"))
     c.workers = c.workers or min(8, os.cpu_count() or 1)
-    c.rounds = c.rounds or (2 if c.quick else 5)
+    c.rounds = c.rounds or (2 if c.quick else 6)
     c.steps = c.steps or (2 if c.quick else 3)
     c.umap_points = c.umap_points or min(c.images, 2000)
     return c, dev
@@ -556,17 +596,27 @@ def to_markdown(result: dict[str, Any]) -> str:
                          f"{r['ratio_median_of_rounds']:.2f}x [{min(r['ratio_per_round']):.2f}, "
                          f"{max(r['ratio_per_round']):.2f}] | {fr['workbench']:.0%} | {fr['reference']:.0%} | "
                          f"{'yes' if met['target_met'] else 'no'} ({met['target']}) |")
-        lines += ["", "Where the time goes (ms):", "",
+        lines += ["", "CPU cost per step (CPU seconds of this process, all threads, plus the reference's DataLoader "
+                  "workers; far less sensitive to other tenants of a shared machine than wall time):", "",
+                  "| backbone | workbench | reference | model-only | images per CPU-second: workbench / reference |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in result["pretrain"]:
+            b = r["breakdown_cpu_ms"]
+            lines.append(f"| {r['backbone']} | {b['workbench_step_per_batch'] / 1e3:.2f} s | "
+                         f"{b['reference_step_per_batch_main_plus_workers'] / 1e3:.2f} s | "
+                         f"{b['model_step_per_batch'] / 1e3:.2f} s | "
+                         f"{r['ratio_cpu_efficiency_workbench_vs_reference']:.2f}x |")
+        lines += ["", "Where the time goes (CPU ms):", "",
                   "| backbone | wb gather+transfer / batch | wb 2 global views / batch | model step / batch "
-                  "| ref decode / image (1 core) | ref 2 transforms / image (1 core) | ref CPU / batch (1 core) |",
+                  "| ref decode / image (1 thread) | ref 2 transforms / image (1 thread) | ref input work / batch |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for r in result["pretrain"]:
-            b = r["breakdown_ms"]
+            b = r["breakdown_cpu_ms"]
             lines.append(f"| {r['backbone']} | {_f(b['workbench_gather_transfer_per_batch'])} | "
                          f"{_f(b['workbench_two_global_views_per_batch'])} | {_f(b['model_step_per_batch'])} | "
-                         f"{_f(b['reference_decode_per_image_1core'], 3)} | "
-                         f"{_f(b['reference_two_transforms_per_image_1core'], 3)} | "
-                         f"{_f(b['reference_cpu_per_batch_1core'])} |")
+                         f"{_f(b['reference_decode_per_image_1thread'], 3)} | "
+                         f"{_f(b['reference_two_transforms_per_image_1thread'], 3)} | "
+                         f"{_f(b['reference_input_per_batch_1thread'])} |")
         lines.append("")
     if result.get("views"):
         lines += ["## View families (images/s)", "", "| device | batch | size | global | warp | faceswap | mask |",

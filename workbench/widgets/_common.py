@@ -156,16 +156,23 @@ class Gallery:
                                                 grid_gap="4px"))
         self.set([])
 
-    def set(self, items: Sequence[tuple[np.ndarray, str]], keys: Sequence[Any] | None = None) -> None:
-        """Show ``items`` (image uint8 (H, W, 3), caption HTML-escaped)."""
-        self.keys = list(keys) if keys is not None else list(range(len(items)))
-        self.captions = [c for _, c in items]
+    def set(self, items: Sequence[tuple[np.ndarray | bytes, str]], keys: Sequence[Any] | None = None, *,
+            reuse: bool = False) -> None:
+        """Show ``items``: (image uint8 (H, W, 3) or PNG bytes, caption). ``reuse=True``: keep the tiles
+        when keys and captions are unchanged (images are then assumed unchanged too)."""
+        new_keys = list(keys) if keys is not None else list(range(len(items)))
+        captions = [c for _, c in items]
+        if reuse and items and new_keys == self.keys and captions == self.captions:
+            return
+        self.keys, self.captions = new_keys, captions
         if not items:
             self.widget.children = (W.HTML(f"<i style='color:#777'>{html.escape(self.empty)}</i>"),)
             return
         tiles = []
         for img, caption in items:
-            tiles.append(W.VBox([image_widget(img, width=self.tile_width),
+            pic = (W.Image(value=img, format="png", layout=W.Layout(width=self.tile_width))
+                   if isinstance(img, bytes) else image_widget(img, width=self.tile_width))
+            tiles.append(W.VBox([pic,
                                  W.HTML(f"<div style='font-size:10px;line-height:11px;width:{self.tile_width};"
                                         f"overflow:hidden'>{html.escape(caption)}</div>")],
                                 layout=W.Layout(width=self.tile_width)))

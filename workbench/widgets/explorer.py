@@ -58,6 +58,7 @@ class EmbeddingExplorer(Panel):
         self.root = Path(root) if root is not None else None
         self.thumb_size, self.max_gallery, self.max_points = int(thumb_size), int(max_gallery), int(max_points)
         self._thumbs: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._pngs: dict[int, bytes] = {}
         self._trace_rows: list[np.ndarray] = []
         self._sel_parts: dict[int, np.ndarray] = {}
         self.selected: list[int] = []
@@ -76,8 +77,9 @@ class EmbeddingExplorer(Panel):
         self.epoch = W.SelectionSlider(options=epochs or [0], value=epochs[-1] if epochs else 0, description="Epoch",
                                        continuous_update=False, layout=W.Layout(width="360px",
                                                                                 display="" if epochs else "none"))
-        self.hover_image = W.Image(format="png", layout=W.Layout(width=f"{2 * self.thumb_size}px",
-                                                                 height=f"{2 * self.thumb_size}px"))
+        blank = np.full((2 * self.thumb_size, 2 * self.thumb_size, 3), 240, dtype=np.uint8)
+        self.hover_image = W.Image(value=png_bytes(blank), format="png",
+                                   layout=W.Layout(width=f"{2 * self.thumb_size}px", height=f"{2 * self.thumb_size}px"))
         self.hover_label = W.HTML("<i style='color:#777'>hover a point to see its face</i>",
                                   layout=W.Layout(width=f"{2 * self.thumb_size + 20}px"))
         self.selection_info = W.HTML("<i style='color:#777'>box- or lasso-select points to see their faces</i>")
@@ -200,6 +202,8 @@ class EmbeddingExplorer(Panel):
                 trace.on_selection(self._on_selection)
                 trace.on_deselect(self._on_deselect)
         self._sel_parts = {}
+        if self.selected:
+            self._mark(set(self.selected))
 
     # ------------------------------------------------------------------ events
     def _on_hover(self, trace: Any, points: Any, _state: Any) -> None:
@@ -242,7 +246,12 @@ class EmbeddingExplorer(Panel):
         bad = [r for r in rows if not 0 <= r < len(self.meta)]
         if bad:
             raise ConfigError(f"row {bad[0]} out of range (0..{len(self.meta) - 1})")
-        want = set(rows)
+        self._mark(set(rows))
+        self._sel_parts = {}
+        self._show_selection(rows)
+
+    def _mark(self, want: set[int]) -> None:
+        """Highlight rows ``want`` on the map (plotly ``selectedpoints``; empty = no highlight)."""
 
         def mark(fig: Any) -> None:
             for i, t in enumerate(fig.data):
@@ -250,8 +259,6 @@ class EmbeddingExplorer(Panel):
                 t.selectedpoints = [j for j, v in enumerate(r.tolist()) if v in want] if want else None
 
         self.plot.restyle(mark)
-        self._sel_parts = {}
-        self._show_selection(rows)
 
     def _show_selection(self, rows: list[int]) -> None:
         self.selected = list(rows)
@@ -262,14 +269,16 @@ class EmbeddingExplorer(Panel):
         shown = rows[: self.max_gallery]
         items, keys = [], []
         for r in shown:
-            img = self.thumbnail(r)
-            if img is None:
-                continue
+            if r not in self._pngs:
+                img = self.thumbnail(r)
+                if img is None:
+                    continue
+                self._pngs[r] = png_bytes(img)
             lab = self.meta.iloc[r]
             cap = " · ".join(str(lab[c]) for c in ("expression", "identity") if c in lab.index)
-            items.append((img, cap))
+            items.append((self._pngs[r], cap))
             keys.append(r)
-        self.gallery.set(items, keys=keys)
+        self.gallery.set(items, keys=keys, reuse=True)
         counts = []
         for c in ("expression", "identity", "run"):
             if c in self.meta.columns:

@@ -101,21 +101,22 @@ class ConfigForm:
     # ------------------------------------------------------------------ building
     def _input(self, spec: FieldSpec) -> Any:
         base, optional = _base_type(spec.type)
-        layout = W.Layout(width=_INPUT_WIDTH)
+        layout = W.Layout(width=_INPUT_WIDTH, flex="0 0 auto")
         v = spec.default
         if is_dataclass(base):
             return ConfigForm(v if is_dataclass(v) else base, on_change=lambda _f: self._changed(spec.name))
         if spec.choices:
             return W.Dropdown(options=[(str(c), c) for c in spec.choices], value=v, layout=layout)
         if base is bool:
-            return W.Checkbox(value=bool(v), indent=False, layout=W.Layout(width=_INPUT_WIDTH))
+            return W.Checkbox(value=bool(v), indent=False, layout=layout)
         if base is int and not optional:
             return W.IntText(value=int(v), layout=layout)
         if base is float and not optional:
             return W.FloatText(value=float(v), layout=layout)
         origin = typing.get_origin(base)
         if origin is dict or base is dict:
-            return W.Textarea(value=json.dumps(v or {}), layout=W.Layout(width=_INPUT_WIDTH, height="48px"))
+            return W.Textarea(value=json.dumps(v or {}), layout=W.Layout(width=_INPUT_WIDTH, height="48px",
+                                                                         flex="0 0 auto"))
         if origin in (tuple, list):
             return W.Text(value=_fmt(v, exact=True), placeholder="comma-separated", layout=layout)
         return W.Text(value="" if v is None else str(v), layout=layout)
@@ -131,7 +132,7 @@ class ConfigForm:
             acc.selected_index = None
             return W.VBox([acc, msg])
         inp.observe(lambda _c, name=spec.name: self._changed(name), names=["value"])
-        label = W.HTML(f"<code>{html.escape(spec.name)}</code>", layout=W.Layout(width=_LABEL_WIDTH))
+        label = W.HTML(f"<code>{html.escape(spec.name)}</code>", layout=W.Layout(width=_LABEL_WIDTH, flex="0 0 auto"))
         helpw = W.HTML(_help_html(spec), layout=W.Layout(flex="1 1 auto", width="auto"))
         return W.VBox([W.HBox([label, inp, helpw], layout=W.Layout(align_items="center")), msg],
                       layout=W.Layout(margin="0 0 2px 0"))

@@ -16,6 +16,7 @@ From code (what the tests do)::
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from pathlib import Path
@@ -126,8 +127,9 @@ class TrainPanel(Panel):
         cls = get_method(self.method.value)
         self.method_form = ConfigForm(cls.Config)
         self.method_box.children = (self.method_form.widget,)
-        self.paper.value = (f"<span style='color:#555'>{cls.__doc__.splitlines()[0] if cls.__doc__ else ''}"
-                            f"<br><i>{cls.paper}</i></span>")
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        self.paper.value = (f"<span style='color:#555'>{html.escape(doc)}<br><i>{html.escape(cls.paper)}</i>"
+                            "</span>")
         self.preset.options = [("(defaults)", "")] + [(p, p) for p in cls.presets]
         self.preset.value = ""
 
