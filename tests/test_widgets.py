@@ -329,3 +329,16 @@ def test_every_panel_field_is_documented():
     for cls in (DataConfig, ModelConfig, TrainConfig, *(m.Config for m in METHODS.values())):
         missing = [f.name for f in fields(cls) if not f.metadata.get("help")]
         assert not missing, (cls.__name__, missing)
+
+
+def test_panels_work_without_figure_widget(monkeypatch, pca_map, tiny_synth, tmp_path):
+    """Without anywidget (plotly's FigureWidget), figures render into an Output and selection still works."""
+    import workbench.widgets._common as common
+
+    monkeypatch.setattr(common, "has_figure_widget", lambda: False)
+    ex = EmbeddingExplorer(pca_map, color="identity")
+    assert not ex.plot.interactive and "anywidget" in ex.widget.children[1].value
+    ex.select([2, 4])
+    assert ex.gallery.keys == [2, 4]
+    panel = _panel(tiny_synth, tmp_path)
+    assert not panel.curves.interactive and panel.curves.widget.outputs

@@ -222,11 +222,14 @@ def attention_for_run(run_dir, manifest, *, target: str = "prototype", checkpoin
 
 
 def default_cam_layer(run) -> str | None:
-    """A CAM stage with at least a 4x4 map: ResNets at <= 96 px use ``layer3`` (``layer4`` is 2x2 at 64 px)."""
+    """A CAM stage with at least a 4x4 map for small faces: ResNets use ``layer2`` (stride 8) up to 48 px,
+    ``layer3`` (stride 16) up to 96 px, and the last stage above (``layer4`` is only 2x2 at 64 px)."""
     bb = run.method.backbone
-    if not bb.is_vit and hasattr(bb.model, "layer3") and run.image_size <= 96:
-        return "layer3"
-    return None
+    if bb.is_vit or not hasattr(bb.model, "layer3"):
+        return None
+    if run.image_size <= 48 and hasattr(bb.model, "layer2"):
+        return "layer2"
+    return "layer3" if run.image_size <= 96 else None
 
 
 # -- figures -----------------------------------------------------------------------------------

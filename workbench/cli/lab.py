@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import secrets
 import shutil
 import subprocess
@@ -43,7 +44,10 @@ def lab_command(notebooks: str | Path, *, ip: str = "127.0.0.1", port: int = 888
         raise ConfigError(f"notebook folder not found: {nb}")
     cmd = [sys.executable, "-m", "jupyter", "lab", str(nb), f"--ServerApp.ip={ip}", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
-           "--ServerApp.allow_remote_access=False"]
+           "--ServerApp.allow_remote_access=False",
+           "--LabApp.extension_manager=readonly"]  # no extension-manager calls to PyPI (offline)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI run as root; safe here: loopback + token only
     return cmd, token
 
 

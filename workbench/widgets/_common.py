@@ -13,6 +13,7 @@ import html
 import io
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,27 @@ class Panel:
 
 
 class _Busy:
+    """Shows a message while working; library warnings raised meanwhile are shown in the panel (yellow)
+    instead of spilling into the cell's stderr."""
+
     def __init__(self, panel: Panel, text: str) -> None:
         self.panel, self.text = panel, text
+        self._catch = warnings.catch_warnings(record=True)
+        self._seen: list[warnings.WarningMessage] = []
 
     def __enter__(self) -> None:
         self.panel.say(self.text + " …", "info")
+        self._seen = self._catch.__enter__() or []
+        warnings.simplefilter("default")
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
+        self._catch.__exit__(None, None, None)
+        if exc_type is not None:
+            return
+        texts = list(dict.fromkeys(str(w.message).splitlines()[0] for w in self._seen))
+        if texts:
+            self.panel.say(" | ".join(texts), "warn")
+        else:
             self.panel.say("")
 
 

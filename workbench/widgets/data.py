@@ -263,6 +263,7 @@ class ViewPreview(Panel):
                              + html.escape(note) + "</span>")
         big = grid.repeat(self.scale, axis=0).repeat(self.scale, axis=1) if self.scale > 1 else grid
         self.image.value = png_bytes(big)
+        self.image.layout.width = f"{big.shape[1]}px"
         self._refresh_samplers()
 
     def sampler_items(self, kind: str, n: int = 3) -> np.ndarray | None:

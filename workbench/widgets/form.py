@@ -248,9 +248,4 @@ class ConfigForm:
             self.on_change(self)
 
 
-def form_value(form_or_obj: Any) -> Any:
-    """``form.value()`` for a form, the object itself otherwise (helper for panels)."""
-    return form_or_obj.value() if isinstance(form_or_obj, ConfigForm) else form_or_obj
-
-
-__all__ = ["ConfigForm", "form_value"]
+__all__ = ["ConfigForm"]

@@ -65,7 +65,10 @@ class RunComparison(Panel):
         self.metric.observe(self.guard(lambda _c: self._draw()), names=["value"])
         self.widget = W.VBox([
             W.HBox([self.runs, self.protocols, W.VBox([self.label_fraction, self.button])]),
-            self.status, self.table_html, self.metric, self.plot.widget,
+            self.status, self.table_html,
+            W.HTML("<small style='color:#555'>expression: subject-disjoint split (kNN ignores same-identity "
+                   "neighbours); identity: leakage probe, lower = less identity in the embedding</small>"),
+            self.metric, self.plot.widget,
         ])
         if auto:
             self.guard(self.evaluate)()
@@ -97,8 +100,7 @@ class RunComparison(Panel):
                                value_name="score")
         long["protocol"] = long["protocol"].str.removesuffix(suffix) if suffix else long["protocol"]
         fig = px.bar(long, x="protocol", y="score", color="run", barmode="group", range_y=[0, 1],
-                     title=f"frozen-feature {'accuracy' if not suffix else 'macro-F1'} "
-                           "(expression: subject-disjoint; identity: leakage, lower = less identity)")
+                     title=f"frozen-feature {'accuracy' if not suffix else 'macro-F1'}")
         fig.update_layout(template="plotly_white", height=360, legend={"orientation": "h", "y": -0.25})
         return fig
 
@@ -183,14 +185,17 @@ class SeparationPanel(Panel):
         df = self.table()
         fig = go.Figure()
         for _, r in df.iterrows():
-            fig.add_trace(go.Scatter(x=[r["identity_linear_acc"]], y=[r["expression_linear_acc"]], mode="markers+text",
-                                     text=[r["run"]], textposition="top center", name=r["run"],
-                                     marker={"size": 12}))
+            fig.add_trace(go.Scatter(x=[r["identity_linear_acc"]], y=[r["expression_linear_acc"]], mode="markers",
+                                     name=r["run"], marker={"size": 13},
+                                     hovertemplate=f"{html.escape(r['run'])}<br>identity %{{x:.3f}}<br>"
+                                                   "expression %{y:.3f}<extra></extra>"))
         if self.reports:
             rep = next(iter(self.reports.values()))
-            fig.add_vline(x=rep.identity_chance, line_dash="dot", annotation_text="identity chance")
-            fig.add_hline(y=rep.expression_chance, line_dash="dot", annotation_text="expression chance")
-        fig.update_layout(template="plotly_white", height=380, showlegend=False,
+            fig.add_vline(x=rep.identity_chance, line_dash="dot", line_color="#888",
+                          annotation_text="identity chance", annotation_position="top right")
+            fig.add_hline(y=rep.expression_chance, line_dash="dot", line_color="#888",
+                          annotation_text="expression chance", annotation_position="top left")
+        fig.update_layout(template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25},
                           title="better expression embeddings sit top-left",
                           xaxis={"title": "identity leakage (linear probe accuracy)", "range": [0, 1.05]},
                           yaxis={"title": "expression accuracy (linear, subject-disjoint)", "range": [0, 1.05]})
@@ -209,7 +214,7 @@ class SeparationPanel(Panel):
     def _draw(self) -> None:
         if not self.reports:
             return
-        self.table_html.value = frame_html(self.table())
+        self.table_html.value = frame_html(self.table().set_index("run").T)   # metrics as rows: long run names fit
         view, run = self.view.value, self.run.value
         self.run.layout.display = "none" if view == "plane" else ""
         if view == "plane":
@@ -314,7 +319,8 @@ class AttentionPanel(Panel):
             fig.update_layout(height=300, width=460, title=name, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                               legend={"font": {"size": 9}})
             cols.append(W.VBox([W.HTML(f"<b>{html.escape(name)}</b> · target {html.escape(res.meta.get('target', ''))}"),
-                                image_widget(grid) if grid is not None else W.HTML("<i>no face</i>"),
+                                image_widget(grid, width=f"{grid.shape[1]}px") if grid is not None
+                                else W.HTML("<i>no face</i>"),
                                 LiveFigure(fig).widget],
                                layout=W.Layout(margin="0 12px 12px 0")))
         self.panels.children = tuple(cols)
