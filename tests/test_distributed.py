@@ -12,7 +12,7 @@ from torch import nn
 
 from workbench.errors import ConfigError
 from workbench.methods.base import all_gather_with_grad, process_rank_and_world
-from workbench.train import RunConfig, pretrain
+from workbench.train import RunConfig, load_run, pretrain
 from workbench.train.checkpoint import load_tensors
 from workbench.train.distributed import GlobalBatchNorm, convert_sync_batchnorm, shard_rows, step_seed
 
@@ -124,3 +124,6 @@ def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-3, msg=k)
     saved = json.loads((tmp_path / "two" / "config.json").read_text())["config"]["train"]
     assert saved["devices"] == 2
+    run = load_run(tmp_path / "two")  # a multi-process checkpoint loads into a plain (BatchNorm) method
+    assert not any(isinstance(m, GlobalBatchNorm) for m in run.method.modules())
+    assert run.method(torch.rand(2, 3, 32, 32))["z"].shape == (2, 16)
