@@ -1,6 +1,6 @@
 """Run the workbench benchmarks: ``python benchmarks/run.py --out DIR [--quick] [--device auto]``.
 
-Same as ``workbench benchmark ...`` (the measurement code lives in :mod:`workbench.cli.benchmark`);
+Same as ``workbench benchmark ...`` (the measurement code lives in :mod:`workbench.benchmark`);
 see ``benchmarks/README.md`` for what is measured and the reference numbers.
 """
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.cli.benchmark import (
+from workbench.benchmark import (
     BenchConfig,
     TwoViewFiles,
     reference_transform,
