@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _helpers import random_image_batch
 
 from workbench.config import from_dict
 from workbench.errors import ConfigError
@@ -20,10 +21,7 @@ TINY = {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "kd_hidden
 
 
 def make_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(B, 1, 3, S, S, generator=g)
-    return Batch(images=images, landmarks=None, rows=torch.arange(B).view(B, 1), codes={},
-                 generator=torch.Generator().manual_seed(seed + 1))
+    return random_image_batch(B, S, seed)
 
 
 def small_method(size: int = S, backbone: str = CNN, **over) -> SimFLE:
