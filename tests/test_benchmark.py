@@ -78,11 +78,14 @@ def test_targets_cpu_ratio_and_gpu_fraction_of_model_only(device, ratio, frac, m
 def test_tiny_benchmark_run_writes_json_and_markdown(tmp_path):
     out = tmp_path / "bench"
     cfg = BenchConfig(out=str(out), device="cpu", images=48, image_size=32, batch_size=8, backbones="test_resnet",
-                      workers=1, rounds=1, steps=1, skip="umap")
+                      workers=1, rounds=1, steps=1, skip="umap", source_size=48, source_format="jpeg")
     res = run_benchmark(cfg, log=lambda _m: None)
     saved = json.loads((out / "benchmark.json").read_text())
     assert saved["machine"]["cpu_count"] >= 1 and saved["settings"]["batch_size"] == 8
+    # both pipelines read 48 px JPEG files; the cache holds them at the 32 px training size
+    assert (saved["files"]["format"], saved["files"]["width"], saved["files"]["count"]) == ("JPEG", 48, 48)
     (p,) = saved["pretrain"]
+    assert p["step_precision"] in ("float32", "bfloat16") and isinstance(p["channels_last"], bool)
     assert set(p["images_per_s"]) == {"workbench", "reference", "model_only"}
     assert all(np.isfinite(v) and v > 0 for v in p["images_per_s"].values())
     assert len(p["step_seconds"]["reference"]) == 1 and len(p["step_seconds"]["reference"][0]) == 1

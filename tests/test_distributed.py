@@ -8,30 +8,46 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from workbench.config import from_dict
 from workbench.errors import ConfigError
+from workbench.methods import Batch, get_method
 from workbench.methods.base import all_gather_with_grad, process_rank_and_world
+from workbench.models import Backbone
 from workbench.train import RunConfig, load_run, pretrain
 from workbench.train.checkpoint import load_tensors
 from workbench.train.distributed import GlobalBatchNorm, convert_sync_batchnorm, shard_rows, step_seed
 
 #: views without randomness: the same item gives the same view whichever process draws it
 FIXED_VIEWS = {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "hflip_p": 0.0, "jitter_p": 0.0,
-               "grayscale_p": 0.0, "blur_p": 0.0}
+               "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0}
+
+#: tiny heads and deterministic views per method (the methods whose loss compares items across the batch)
+METHOD_CONFIGS = {
+    "simclr": {"proj_hidden_dim": 32, "proj_dim": 16, "temperature": 0.2, "views": FIXED_VIEWS},
+    # τ = 0.5: at 0.2 this tiny MoCo amplifies float summation-order noise fast (weights of 1 vs 2 processes
+    # differ by 1e-6 after one step, 7e-4 after three, although one step's gradients agree to 1e-5); 5e-5 at 0.5
+    "mocov3": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "temperature": 0.5,
+               "view1": FIXED_VIEWS, "view2": FIXED_VIEWS},
+    "barlow_twins": {"proj_hidden_dim": 32, "proj_dim": 16, "view1": FIXED_VIEWS, "view2": FIXED_VIEWS},
+}
 
 
-def _cfg(manifest, devices: int, **train) -> RunConfig:
+def _cfg(manifest, devices: int, method: str = "simclr", **train) -> RunConfig:
     return RunConfig.from_dict({
-        "method": "simclr",
+        "method": method,
         "data": {"manifest": str(manifest), "image_size": 32, "split": "all"},
         # test_efficientnet: 0.1 M parameters, BatchNormAct2d (the timm BN+activation layer), no max-pool
         # (ties in a max-pool turn 1e-7 float differences into different gradients)
         "model": {"backbone": "test_efficientnet"},
         "train": {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": 0.05, "warmup_epochs": 0,
                   "seed": 0, "device": "cpu", "threads": 1, "log_every": 1, "knn_every": 0, "max_steps": 3,
-                  "devices": devices, "strategy": "ddp_spawn", **train},
-        "method_config": {"proj_hidden_dim": 32, "proj_dim": 16, "temperature": 0.2, "views": FIXED_VIEWS},
+                  "devices": devices, "strategy": "ddp_spawn",
+                  # float32 everywhere: bf16 autocast ("auto" on CPUs with AVX512-BF16) breaks the tolerances
+                  "amp": "off", "channels_last": "off", **train},
+        "method_config": METHOD_CONFIGS[method],
     })
 
 
@@ -99,16 +115,19 @@ def test_cli_flags_reach_the_config():
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
-    """SimCLR, global batch 16: 1 process vs 2 CPU processes (gloo, 8 items each) for 3 SGD steps.
+@pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
+def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path, method):
+    """Global batch 16: 1 process vs 2 CPU processes (gloo, 8 items each) for 3 SGD steps.
 
-    Equal logged losses and final weights need all three pieces: the exact shard of the same sampler
+    Equal logged losses and final weights need all the pieces: the exact shard of the same sampler
     order, BatchNorm statistics over the global batch (without sync, running variances and
-    weights differ by 0.1-1), and NT-Xent over the gathered batch (else the first loss differs).
+    weights differ by 0.1-1), and the loss over the gathered batch: SimCLR's negatives, MoCo v3's
+    keys, Barlow Twins' standardisation and cross-correlation (without the gather, the logged losses
+    differ by up to 26 % for MoCo v3 and 130 % for Barlow Twins).
     """
     pytest.importorskip("lightning_fabric")
-    one = pretrain(_cfg(tiny_synth, devices=1), tmp_path / "one", progress=False)
-    two = pretrain(_cfg(tiny_synth, devices=2), tmp_path / "two", progress=False)
+    one = pretrain(_cfg(tiny_synth, devices=1, method=method), tmp_path / "one", progress=False)
+    two = pretrain(_cfg(tiny_synth, devices=2, method=method), tmp_path / "two", progress=False)
     assert one.status == two.status == "max_steps" and one.step == two.step == 3
 
     la, lb = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -127,3 +146,67 @@ def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
     run = load_run(tmp_path / "two")  # a multi-process checkpoint loads into a plain (BatchNorm) method
     assert not any(isinstance(m, GlobalBatchNorm) for m in run.method.modules())
     assert run.method(torch.rand(2, 3, 32, 32))["z"].shape == (2, 16)
+
+
+# -- one training step in 2 gloo processes (gradients averaged as DDP does) vs one process ------------
+
+def _step_method(method: str):
+    """A small method in train mode; MoCo v3's momentum encoder made to differ from the online one."""
+    torch.manual_seed(0)
+    cls = get_method(method)
+    m = cls(from_dict(cls.Config, METHOD_CONFIGS[method]), Backbone("test_efficientnet", image_size=32), 32)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.startswith("target_"):
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return m.train()
+
+
+def _step_images() -> torch.Tensor:
+    return torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+def _step_grads(m, x: torch.Tensor) -> torch.Tensor:
+    """[loss, every parameter gradient] flattened (zeros for parameters without one)."""
+    batch = Batch(images=x[:, None], landmarks=None, rows=torch.zeros(len(x), 1, dtype=torch.long), codes={},
+                  generator=torch.Generator().manual_seed(3))
+    loss = m.training_step(batch)["loss"]
+    loss.backward()
+    grads = [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in m.parameters()]
+    return torch.cat([loss.detach().view(1), *grads])
+
+
+def _step_worker(rank: int, world: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        x = _step_images()
+        n = len(x) // world
+        res = {}
+        for method in METHOD_CONFIGS:
+            flat = _step_grads(convert_sync_batchnorm(_step_method(method), "cpu"), x[rank * n:(rank + 1) * n])
+            dist.all_reduce(flat)
+            res[method] = flat / world  # DDP's gradient average (and the logged mean loss)
+        if rank == 0:
+            torch.save(res, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_one_ddp_step_gives_the_single_process_gradient(tmp_path):
+    """Every method's loss and parameter gradients, 2 processes x 8 items vs 1 process x 16 items, at
+    weights where MoCo v3's keys come from a different (momentum) network. Without the gathers the
+    gradients differ by 0.4-1.2 x their largest entry; with them by ~1e-5 (float32 summation order).
+    """
+    import torch.multiprocessing as mp
+
+    mp.spawn(_step_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "out.pt")), nprocs=2)
+    two = torch.load(tmp_path / "out.pt")
+    for method in METHOD_CONFIGS:
+        one = _step_grads(_step_method(method), _step_images())
+        assert float(two[method][0]) == pytest.approx(float(one[0]), rel=1e-5), method
+        scale = float(one[1:].abs().max())  # theoretically-zero gradients (biases before a BN) are noise
+        torch.testing.assert_close(two[method][1:], one[1:], rtol=1e-3, atol=1e-4 * scale,
+                                   msg=lambda text, method=method: f"{method}: {text}")

@@ -295,7 +295,7 @@ def test_two_gloo_processes_match_one_process(clips, tmp_path):
             "model": {"backbone": "test_efficientnet"},
             "train": {"epochs": 1, "batch_size": 4, "optimizer": "sgd", "lr": 0.05, "warmup_epochs": 0,
                       "device": "cpu", "threads": 1, "log_every": 1, "knn_every": 0, "max_steps": 2,
-                      "devices": devices, "strategy": "ddp_spawn"},
+                      "devices": devices, "strategy": "ddp_spawn", "amp": "off", "channels_last": "off"},
             "method_config": {**TINY, "temperature": 0.2, "face_swap": False, "landmark_mask": False,
                               "anchor_view": fixed, "positive_view": fixed}})
         pretrain(cfg, tmp_path / str(devices), progress=False)

@@ -191,6 +191,66 @@ def test_hsv_round_trip():
     torch.testing.assert_close(_ops.hsv_to_rgb(_ops.rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
 
 
+def test_shift_hue_equals_the_hsv_round_trip_with_shifted_hue():
+    x = torch.rand(4, 3, 16, 16, generator=gen())
+    x[0] = 0.5  # grey: hue undefined, must stay grey
+    shift = torch.tensor([0.3, -0.45, 0.0, 0.49])
+    hsv = _ops.rgb_to_hsv(x)
+    ref = _ops.hsv_to_rgb(torch.cat([torch.remainder(hsv[:, :1] + shift.view(-1, 1, 1, 1), 1.0), hsv[:, 1:]], 1))
+    torch.testing.assert_close(_ops.shift_hue(x, shift), ref, atol=2e-6, rtol=0)
+    torch.testing.assert_close(_ops.shift_hue(x, torch.zeros(4)), x, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("pattern", ["none", "all", "some"])
+def test_apply_where_subset_and_full_batch_paths_agree(pattern):
+    x = torch.rand(6, 3, 8, 8, generator=gen())
+    mask = {"none": torch.zeros(6, dtype=torch.bool), "all": torch.ones(6, dtype=torch.bool),
+            "some": torch.tensor([True, False, False, True, True, False])}[pattern]
+    scale = torch.arange(1.0, 7.0)
+    fn = lambda s, sel: s * scale[sel].view(-1, 1, 1, 1)  # noqa: E731 - per-sample parameter
+    full = _ops.apply_where(x.clone(), mask, fn, subset=False)
+    sub = _ops.apply_where(x.clone(), mask, fn, subset=True)
+    torch.testing.assert_close(sub, full, atol=0, rtol=0)
+    expected = torch.where(mask.view(-1, 1, 1, 1), x * scale.view(-1, 1, 1, 1), x)
+    torch.testing.assert_close(full, expected, atol=0, rtol=0)
+
+
+def test_global_augment_identical_with_subset_and_full_batch_stages(monkeypatch):
+    """CPU computes jitter / grey / blur / solarize on the selected samples only; CUDA on all
+    (no host sync). Both must give the same views from the same generator state."""
+    x = torch.rand(16, 3, 24, 24, generator=gen())
+    lm = torch.rand(16, 68, 2, generator=gen()) * 23
+    cfg = GlobalViewConfig(solarize_p=0.3, rotate_deg=10.0, grayscale_p=0.4)
+    a = global_augment(x, cfg, gen(), landmarks=lm)
+    real = _ops.apply_where
+    monkeypatch.setattr(_ops, "apply_where", lambda im, m, f, subset=None: real(im, m, f, subset=False))
+    b = global_augment(x, cfg, gen(), landmarks=lm)
+    torch.testing.assert_close(a.images, b.images, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.landmarks, b.landmarks, atol=0, rtol=0)
+    assert not torch.equal(x, a.images)  # the input is never modified in place
+    assert torch.equal(x, torch.rand(16, 3, 24, 24, generator=gen()))
+
+
+def test_views_stay_float32_inside_the_training_steps_bf16_autocast():
+    """The trainer runs training_step (views included) under autocast; views must not drop to bf16."""
+    from workbench.views.warp import LocalWarpConfig, local_warp
+
+    x = torch.rand(8, 3, 32, 32, generator=gen())
+    lm = torch.rand(8, 68, 2, generator=gen()) * 20 + 6
+    cfg = GlobalViewConfig(rotate_deg=10.0)
+    plain = global_augment(x, cfg, gen(), landmarks=lm)
+    warped = local_warp(x, lm, LocalWarpConfig(), gen())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = global_augment(x, cfg, gen(), landmarks=lm)
+        auto_warped = local_warp(x, lm, LocalWarpConfig(), gen())
+    assert auto.images.dtype == auto.landmarks.dtype == auto.affine.dtype == torch.float32
+    torch.testing.assert_close(auto.images, plain.images, atol=0, rtol=0)
+    torch.testing.assert_close(auto.landmarks, plain.landmarks, atol=0, rtol=0)
+    assert auto_warped[0].dtype == auto_warped[1].dtype == torch.float32
+    torch.testing.assert_close(auto_warped[0], warped[0], atol=0, rtol=0)
+    torch.testing.assert_close(auto_warped[1], warped[1], atol=0, rtol=0)
+
+
 def test_view_pairs():
     a, b = simclr_views()
     assert a == b and a.blur_p == 0.5 and a.solarize_p == 0.0

@@ -57,6 +57,11 @@ class BenchConfig:
     quick: bool = param(False, "About 1-2 minutes: fewer images, one small backbone, fewer rounds.")
     images: int = param(0, "Synthetic faces written as PNG for both pipelines (0 = 2000, quick 512).", min=0)
     image_size: int = param(0, "Training resolution (0 = 64 on CPU, 112 on CUDA).", min=0)
+    source_size: int = param(0, "Side of the image files both pipelines read (0 = the training size, the case "
+                                "most favourable to the reference; real face sets are stored at 100-640 px).",
+                             min=0)
+    source_format: str = param("png", "Format of the image files: png (compress level 1) or jpeg (quality 90, "
+                                      "how most face sets are distributed).", choices=("png", "jpeg"))
     batch_size: int = param(0, "Items per step, 2 views each (0 = 64 on CPU, 256 on CUDA; quick 32 on CPU).",
                             min=0)
     backbones: str = param("", "Comma-separated timm backbones for the pretraining comparison "
@@ -366,6 +371,8 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
     cpu_med = {k: _median(v) for k, v in cpu.items()}
     return {
         "backbone": backbone, "image_size": size, "batch_size": bs, "views_per_image": 2,
+        "step_precision": str(trainer.amp_dtype or torch.float32).replace("torch.", ""),
+        "channels_last": trainer._channels_last(),
         "images_per_s": ips, "images_per_s_per_round": per_round,
         "ratio_workbench_vs_reference": ips["workbench"] / ips["reference"],
         "ratio_per_round": round_ratios, "ratio_median_of_rounds": _median(round_ratios),
@@ -436,6 +443,38 @@ def umap_section(feats: np.ndarray, points: int, repeats: int) -> dict[str, Any]
 
 # -- the run --------------------------------------------------------------------------------------
 
+def convert_to_jpeg(manifest: Path, out_dir: Path, quality: int = 90) -> Path:
+    """Re-encode a manifest's images as JPEG files (same pixels, same rows) and return the new manifest."""
+    from PIL import Image
+
+    from workbench.data.manifest import Manifest
+
+    src = Manifest.load(manifest)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    frame = src.frame.copy()
+    paths = []
+    for i, path in enumerate(src.abs_paths()):
+        rel = f"images/{i:06d}.jpg"
+        with Image.open(path) as im:
+            im.convert("RGB").save(out_dir / rel, format="JPEG", quality=quality)
+        paths.append(rel)
+    frame["path"] = paths
+    return Manifest.from_frame(frame, out_dir).save(out_dir / "manifest.csv")
+
+
+def files_info(manifest: Path) -> dict[str, Any]:
+    """Count, format, pixel size and mean byte size of the files a manifest lists."""
+    from PIL import Image
+
+    from workbench.data.manifest import Manifest
+
+    paths = Manifest.load(manifest, validate=False).abs_paths()
+    with Image.open(paths[0]) as im:
+        fmt, wh = im.format, im.size
+    return {"count": len(paths), "format": fmt, "width": wh[0], "height": wh[1],
+            "mean_bytes": float(np.mean([p.stat().st_size for p in paths]))}
+
+
 def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     """Fill the automatic settings from the device and --quick."""
     from workbench.train.trainer import select_device
@@ -445,6 +484,7 @@ def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     gpu = dev.type == "cuda"
     c.images = c.images or (512 if c.quick else 2000)
     c.image_size = c.image_size or (112 if gpu else 64)
+    c.source_size = c.source_size or c.image_size
     c.batch_size = c.batch_size or (256 if gpu else (32 if c.quick else 64))
     c.backbones = c.backbones or ("resnet18" if gpu else ("resnet10t" if c.quick else "resnet10t,resnet18"))
     c.workers = c.workers or min(8, os.cpu_count() or 1)
@@ -473,21 +513,26 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> di
         result["memory"][section] = {"peak_rss_mb": round(_rss_mb(), 1)}
 
     try:
-        log(f"[benchmark] {dev} · {cfg.images} synthetic faces @ {cfg.image_size}px (PNG) in {work}")
+        log(f"[benchmark] {dev} · {cfg.images} synthetic faces, files {cfg.source_size} px "
+            f"{cfg.source_format.upper()}, training at {cfg.image_size} px, in {work}")
         ident = max(8, math.ceil(cfg.images / 80))  # >= 8 identities: train, val and test splits
         per = max(1, math.ceil(cfg.images / ident))
         t = time.perf_counter()
-        manifest = generate_dataset(SynthConfig(identities=ident, images_per_identity=per, size=cfg.image_size,
+        manifest = generate_dataset(SynthConfig(identities=ident, images_per_identity=per, size=cfg.source_size,
                                                 seed=cfg.seed), work / "synth", progress=False)
         gen_s = time.perf_counter() - t
         n_img = ident * per
-        result["synth"] = {"images": n_img, "size": cfg.image_size, "format": "PNG (compress_level=1)",
+        result["synth"] = {"images": n_img, "size": cfg.source_size, "format": "PNG (compress_level=1)",
                            "seconds": gen_s, "images_per_s": n_img / gen_s, "processes": 1}
+        if cfg.source_format == "jpeg":
+            manifest = convert_to_jpeg(manifest, work / "jpeg")
+        result["files"] = files_info(manifest)
         t = time.perf_counter()
         data = load_face_data(manifest, cfg.image_size, cache_dir=work / "cache", progress=False)
         cache_s = time.perf_counter() - t
         result["cache_build"] = {"images": len(data), "seconds": cache_s, "images_per_s": len(data) / cache_s,
-                                 "note": "one-time decode of the PNG files into the memory-mapped uint8 cache"}
+                                 "note": f"one-time decode of the {cfg.source_format.upper()} files into the "
+                                         f"memory-mapped uint8 cache at {cfg.image_size} px"}
         mem("setup")
 
         if "pretrain" not in skip:
@@ -567,6 +612,13 @@ def _f(x: Any, nd: int = 1) -> str:
     return str(x)
 
 
+def _files_line(result: dict[str, Any]) -> str:
+    f = result.get("files")
+    if not f:  # results written before the files were recorded: PNG at the training size
+        return f"PNG at {result['settings']['image_size']} px"
+    return f"{f['count']} {f['format']} files of {f['width']}x{f['height']} px, {f['mean_bytes'] / 1024:.1f} KiB each"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The report as markdown tables."""
     m, s = result["machine"], result["settings"]
@@ -576,13 +628,19 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"({m['cpu_affinity']} usable), torch {m['torch']} ({m['torch_threads']} threads), device `{m['device']}`"
         + (f" ({m['device_name']})" if m["device"].startswith("cuda") else ""),
         f"- load average at start / end: {m.get('load_average_start')} / {m.get('load_average_end')}",
-        f"- settings: {s['images']} synthetic faces at {s['image_size']} px (PNG files), batch {s['batch_size']} "
+        f"- files: {_files_line(result)}; training at {s['image_size']} px",
+        f"- settings: {s['images']} synthetic faces, batch {s['batch_size']} "
         f"(2 views each), reference DataLoader workers {s['workers']}, {s['rounds']} rounds x {s['steps']} "
         f"timed steps (medians), amp={s['amp']}, channels_last={s['channels_last']}, quick={s['quick']}",
         f"- total time {result['total_seconds']:.0f} s", "",
     ]
     if result.get("pretrain"):
-        lines += ["## Pretraining throughput (SimCLR, images/s; each image = 2 views)", "",
+        r0 = result["pretrain"][0]
+        step = (f"model step in {r0.get('step_precision', 'float32')}"
+                + (" autocast" if r0.get("step_precision", "float32") != "float32" else "")
+                + (", channels_last" if r0.get("channels_last") else ""))
+        lines += [f"## Pretraining throughput (SimCLR, images/s; each image = 2 views; {step}, the same in all "
+                  "three pipelines)", "",
                   "| backbone | workbench | reference (PIL + DataLoader) | model-only | workbench / reference "
                   "| per-round ratios: median [min, max] | workbench / model-only | reference / model-only "
                   "| target met |",

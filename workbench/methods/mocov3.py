@@ -13,9 +13,11 @@ from workbench.methods.base import (
     Batch,
     MethodConfig,
     SSLMethod,
+    all_gather_with_grad,
     cosine_momentum,
     ema_update,
     frozen_copy,
+    process_rank_and_world,
 )
 from workbench.models import mlp
 from workbench.views.global_aug import GlobalViewConfig, byol_views, global_augment
@@ -54,6 +56,10 @@ class MoCoV3(SSLMethod):
     for ResNets: ``proj_layers=2``); the predictor has no output BN (ResNet code; ``pred_last_bn``
     for the ViT variant); MLP hidden layers have no bias (as the code), the predictor's last Linear
     has one. The ViT "stop-grad patch embedding" trick is not implemented.
+    Multi-process (DDP): the keys of all processes are gathered (no gradient, as the official
+    ``concat_all_gather``) and each local query's positive is its own key at offset ``rank·n``; the
+    per-process loss is the mean over local queries, so DDP's gradient average is the gradient of the
+    single-process loss on the global batch.
     Practical: AdamW lr 1e-3 with batch 64-256 works for small backbones; the official ResNet recipe
     is LARS lr 0.6 (×batch/256), wd 1e-6; ViT: AdamW 1.5e-4 (×batch/256), wd 0.1.
     """
@@ -91,7 +97,15 @@ class MoCoV3(SSLMethod):
         q1, q2 = self.predictor(z1), self.predictor(z2)
         k1, k2 = self.keys(v1), self.keys(v2)
         t = self.cfg.temperature
-        l12, l21 = moco_infonce(q1, k2, t), moco_infonce(q2, k1, t)
+        rank, world = process_rank_and_world()
+        if world == 1:
+            l12, l21 = moco_infonce(q1, k2, t), moco_infonce(q2, k1, t)
+        else:  # DDP: local queries against every process's keys (official concat_all_gather)
+            with torch.no_grad():
+                k1, k2 = all_gather_with_grad(k1), all_gather_with_grad(k2)
+            offset = rank * x.shape[0]
+            l12 = moco_infonce(q1, k2, t, positive_offset=offset)
+            l21 = moco_infonce(q2, k1, t, positive_offset=offset)
         return {"loss": l12 + l21, "z": z1.detach(), "loss_q1k2": l12.detach(), "loss_q2k1": l21.detach()}
 
     def after_optimizer_step(self, progress: float) -> None:

@@ -38,9 +38,11 @@ class TrainConfig:
     warmup_epochs: float = param(1.0, "Linear warm-up length in epochs (fractions allowed).", min=0.0)
     schedule: str = param("cosine", "LR schedule after warm-up.", choices=("cosine", "constant"))
     grad_clip: float = param(0.0, "Clip the global grad norm to this value (0 = off).", min=0.0)
-    amp: str = param("auto", "Mixed precision: 'auto' = bf16 autocast on CUDA, off on CPU.",
+    amp: str = param("auto", "Mixed precision: 'auto' = bf16 autocast where the hardware has it (CUDA Ampere+, "
+                     "CPUs with AVX512-BF16/AMX, e.g. Zen 4, Sapphire Rapids), else float32.",
                      choices=("auto", "bf16", "off"))
-    channels_last: str = param("auto", "channels_last memory format: 'auto' = on for CNNs on CUDA.",
+    channels_last: str = param("auto", "channels_last memory format: 'auto' = on for CNNs on CUDA, and on CPU "
+                               "when the step runs in bf16.",
                                choices=("auto", "on", "off"))
     compile: bool = param(False, "torch.compile the backbone (CUDA; first steps are slow while compiling).")
     seed: int = param(0, "Seed for weights, batch order and augmentations (same seed, same run on CPU).")

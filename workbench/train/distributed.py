@@ -12,9 +12,11 @@ computes, and how it relates to a single-process run:
   every BatchNorm becomes a synchronised BatchNorm first (``torch.nn.SyncBatchNorm`` / timm's variant
   on CUDA, :class:`GlobalBatchNorm` on CPU, where torch's has no kernel), so batch statistics are those
   of the global batch. Methods whose loss compares items across the batch gather embeddings with
-  :func:`workbench.methods.base.all_gather_with_grad` (SimCLR: all ``2B−2`` negatives); a per-item
-  mean loss (BYOL) needs nothing else. Hence one step equals a single-process step on the same global
-  batch with the same views, up to float summation order (``tests/test_distributed.py``).
+  :func:`workbench.methods.base.all_gather_with_grad` (SimCLR: all ``2B−2`` negatives; MoCo v3: the
+  momentum encoder's keys, each local query's positive at offset ``rank·b``; Barlow Twins: both
+  views' projections, so the standardisation and the cross-correlation are over the global batch);
+  a per-item mean loss (BYOL) needs nothing else. Hence one step equals a single-process step on the
+  same global batch with the same views, up to float summation order (``tests/test_distributed.py``).
 - **Randomness.** All processes seed weights with ``train.seed`` (and DDP broadcasts rank 0's
   weights). The per-step augmentation generator of rank 0 has the single-process seed; rank ``r > 0``
   a seed derived from ``(seed, step, r)``. Views are per-sample draws from a stream, so a W-process

@@ -3,7 +3,8 @@
 ``pretrain(config, out_dir)`` builds data, backbone and method from a :class:`RunConfig`, then runs
 :class:`Trainer`. The loop:
 
-- picks the device (CUDA > MPS > CPU), uses bf16 autocast and channels_last on CUDA,
+- picks the device (CUDA > MPS > CPU) and, where the hardware has bf16, bf16 autocast and channels_last
+  (``workbench.train.precision``),
 - draws batches of row indices from the method's sampler (seeded per epoch) and gathers decoded
   uint8 faces from the memory-mapped cache, augmenting on the device,
 - seeds one ``torch.Generator`` per step from (seed, step), so resuming is exact,
@@ -30,6 +31,7 @@ from workbench.errors import ConfigError, TrainingDiverged, WorkbenchError
 from workbench.train.checkpoint import load_checkpoint, save_checkpoint
 from workbench.train.config import RunConfig
 from workbench.train.monitor import collapse_stats
+from workbench.train.precision import resolve_amp, resolve_channels_last
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -101,18 +103,11 @@ class Trainer:
 
     # -- setup helpers ---------------------------------------------------------------------
     def _amp_dtype(self) -> torch.dtype | None:
-        if self.tc.amp == "off":
-            return None
-        if self.tc.amp == "bf16":
-            return torch.bfloat16
-        return torch.bfloat16 if self.device.type == "cuda" else None
+        return resolve_amp(self.tc.amp, self.device)
 
     def _channels_last(self) -> bool:
-        if self.tc.channels_last == "on":
-            return True
-        if self.tc.channels_last == "off":
-            return False
-        return self.device.type == "cuda" and not self.method.backbone.is_vit
+        return resolve_channels_last(self.tc.channels_last, self.device, self.method.backbone.is_vit,
+                                     self.amp_dtype)
 
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
         decay = [p for p in params if p.ndim > 1]

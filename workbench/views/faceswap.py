@@ -153,6 +153,7 @@ def _swap(heads: Tensor, head_lm: Tensor, faces: Tensor, face_lm: Tensor, apply:
     return SwapResult(images=out.clamp(0, 1), mask=m, applied=apply, affine=affine, landmarks=lm_out)
 
 
+@_ops.full_precision
 def face_swap_details(heads: Tensor, head_landmarks: Tensor, faces: Tensor, face_landmarks: Tensor,
                       cfg: FaceSwapConfig, generator: torch.Generator | None = None) -> SwapResult:
     """Like :func:`face_swap` but also returns the mask, the applied flags, the transform and landmarks.
@@ -177,6 +178,7 @@ def face_swap_details(heads: Tensor, head_landmarks: Tensor, faces: Tensor, face
     return res
 
 
+@_ops.full_precision
 def face_swap(heads: Tensor, head_landmarks: Tensor, faces: Tensor, face_landmarks: Tensor,
               cfg: FaceSwapConfig, generator: torch.Generator | None = None) -> Tensor:
     """Paste the inner face of ``faces[i]`` onto ``heads[i]`` (with probability ``cfg.p``).
@@ -199,6 +201,7 @@ def pick_donors(identity_codes: Tensor, generator: torch.Generator | None) -> Te
     return torch.where(allowed.any(dim=1), best, torch.full_like(best, -1))
 
 
+@_ops.full_precision
 def swap_with_donors(images: Tensor, landmarks: Tensor, identity_codes: Tensor, cfg: FaceSwapConfig,
                      generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Put the inner face of each sample on the head of another identity from the same batch.
@@ -222,6 +225,7 @@ def swap_with_donors(images: Tensor, landmarks: Tensor, identity_codes: Tensor, 
     return out, torch.where(apply, donor, torch.full_like(donor, -1))
 
 
+@_ops.full_precision
 def donor_landmarks(landmarks: Tensor, donor: Tensor) -> Tensor:
     """Landmarks of the :func:`swap_with_donors` output (unchanged rows keep their own landmarks)."""
     src = donor.clamp_min(0)

@@ -172,6 +172,7 @@ def _crop_boxes(b: int, h: int, w: int, cfg: GlobalViewConfig, gen: torch.Genera
     return x0, y0, cw, ch
 
 
+@_ops.full_precision
 def sample_affine(batch: int, in_hw: tuple[int, int], out_hw: tuple[int, int], cfg: GlobalViewConfig,
                   generator: torch.Generator | None, device: torch.device) -> tuple[Tensor, Tensor]:
     """Per-sample crop/flip/rotate/shift affine (B, 2, 3), output px -> input px, and the flip flags."""
@@ -201,17 +202,20 @@ def adjust_colour(images: Tensor, brightness: Tensor, contrast: Tensor, saturati
                   hue: Tensor) -> Tensor:
     """Per-sample factors (B,) applied in torchvision's formulas: brightness, contrast, saturation, hue."""
     v = lambda t: t.view(-1, 1, 1, 1).to(images.dtype)  # noqa: E731
-    x = (images * v(brightness)).clamp(0, 1)
+    x = (images * v(brightness)).clamp_(0, 1)
     mean = _ops.grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    x = (v(contrast) * x + (1 - v(contrast)) * mean).clamp(0, 1)
-    x = (v(saturation) * x + (1 - v(saturation)) * _ops.grayscale(x)).clamp(0, 1)
-    hsv = _ops.rgb_to_hsv(x)
-    shifted = torch.remainder(hsv[:, :1] + v(hue), 1.0)
-    return _ops.hsv_to_rgb(torch.cat([shifted, hsv[:, 1:]], 1)).clamp(0, 1)
+    x = x.mul_(v(contrast)).add_((1 - v(contrast)) * mean).clamp_(0, 1)
+    gray = _ops.grayscale(x)  # before x is scaled in place
+    x = x.mul_(v(saturation)).add_((1 - v(saturation)) * gray).clamp_(0, 1)
+    return _ops.shift_hue(x, hue).clamp_(0, 1)
 
 
-def color_jitter(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | None) -> Tensor:
-    """Per-sample brightness, contrast, saturation, hue (fixed order), applied with ``cfg.jitter_p``."""
+def color_jitter(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | None, *,
+                 inplace: bool = False) -> Tensor:
+    """Per-sample brightness, contrast, saturation, hue (fixed order), applied with ``cfg.jitter_p``.
+
+    ``inplace=True`` may overwrite ``images`` (CPU: only the jittered samples are computed).
+    """
     b = images.shape[0]
     dev = images.device
     apply = _ops.coin(cfg.jitter_p, b, generator, dev)
@@ -221,10 +225,12 @@ def color_jitter(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generat
     fh = _ops.uniform((b,), -cfg.hue, cfg.hue, generator, dev)
     if cfg.jitter_p <= 0:
         return images
-    return torch.where(apply.view(-1, 1, 1, 1), adjust_colour(images, fb, fc, fs, fh), images)
+    return _ops.apply_where(images if inplace else images.clone(), apply,
+                            lambda x, sel: adjust_colour(x, fb[sel], fc[sel], fs[sel], fh[sel]))
 
 
 def _blur(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | None) -> Tensor:
+    """Per-sample Gaussian blur with ``cfg.blur_p`` (may overwrite ``images``)."""
     b, _, h, w = images.shape
     dev = images.device
     apply = _ops.coin(cfg.blur_p, b, generator, dev)
@@ -232,10 +238,10 @@ def _blur(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | No
     if cfg.blur_p <= 0:
         return images
     k = cfg.blur_kernel or _ops.auto_kernel_size(cfg.blur_sigma[1], min(h, w))
-    blurred = _ops.separable_blur(images, _ops.gaussian_kernels(sigma, k))
-    return torch.where(apply.view(-1, 1, 1, 1), blurred, images)
+    return _ops.apply_where(images, apply, lambda x, sel: _ops.separable_blur(x, _ops.gaussian_kernels(sigma[sel], k)))
 
 
+@_ops.full_precision
 def global_augment(images: Tensor, cfg: GlobalViewConfig, generator: torch.Generator | None, *,
                    out_size: int | tuple[int, int] | None = None, landmarks: Tensor | None = None) -> AugResult:
     """Augment a batch with one global view family; every sample gets its own random parameters.
@@ -259,13 +265,19 @@ def global_augment(images: Tensor, cfg: GlobalViewConfig, generator: torch.Gener
     if landmarks is not None:
         _ops.check_landmarks(landmarks, b)
     affine, flipped = sample_affine(b, (h, w), out_hw, cfg, generator, dev)
-    x = _ops.warp_affine(images, affine, out_hw, padding=cfg.padding).clamp(0, 1)
-    x = color_jitter(x, cfg, generator)
+    # x is ours from here: every stage may work in place (CPU: only on the samples it applies to);
+    # every stage draws its parameters for all samples first, so the random stream never depends on
+    # which samples were selected or on the device
+    x = _ops.warp_affine(images, affine, out_hw, padding=cfg.padding).clamp_(0, 1)
+    x = color_jitter(x, cfg, generator, inplace=True)
     gray_apply = _ops.coin(cfg.grayscale_p, b, generator, dev)
-    x = torch.where(gray_apply.view(-1, 1, 1, 1), _ops.grayscale(x).expand_as(x), x)
+    if cfg.grayscale_p > 0:
+        x = _ops.apply_where(x, gray_apply, lambda s, _: _ops.grayscale(s).expand_as(s))
     x = _blur(x, cfg, generator)
     sol_apply = _ops.coin(cfg.solarize_p, b, generator, dev)
-    x = torch.where(sol_apply.view(-1, 1, 1, 1) & (x >= cfg.solarize_threshold), 1 - x, x)
+    if cfg.solarize_p > 0:
+        t = cfg.solarize_threshold
+        x = _ops.apply_where(x, sol_apply, lambda s, _: torch.where(s >= t, 1 - s, s))
     out_lm = None
     if landmarks is not None:
         out_lm = _ops.apply_affine(_ops.invert_affine(affine), landmarks.to(affine.dtype)).to(landmarks.dtype)

@@ -67,6 +67,7 @@ def part_boxes(landmarks: Tensor, parts: Sequence[str | Sequence[int]]) -> Tenso
     return torch.stack(boxes, dim=1)
 
 
+@_ops.full_precision
 def part_mask(images: Tensor, landmarks: Tensor, cfg: PartMaskConfig,
               generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Mask one random part per sample; returns (images, chosen part index into ``cfg.parts`` or -1).
@@ -96,6 +97,7 @@ def part_mask(images: Tensor, landmarks: Tensor, cfg: PartMaskConfig,
     return out, torch.where(apply, choice, torch.full_like(choice, -1))
 
 
+@_ops.full_precision
 def region_masks(landmarks: Tensor, size: int | tuple[int, int],
                  parts: Sequence[str | Sequence[int]] = ("brows", "eyes", "nose", "mouth")) -> Tensor:
     """(B, P, H, W) bool: filled convex hull of each part's landmarks (pixel centres).

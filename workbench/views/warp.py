@@ -122,6 +122,7 @@ def pinned_indices(cfg: LocalWarpConfig) -> list[int]:
     return sorted({i for r in cfg.pin for i in PARTS[r]} - moving)
 
 
+@_ops.full_precision
 def sample_warp_params(landmarks: Tensor, cfg: LocalWarpConfig,
                        generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
     """Control points (B, K, 2), displacements (B, K, 2) and per-bump sigma (B, K) for a batch.
@@ -167,6 +168,7 @@ def _max_slope(disp: Tensor) -> Tensor:
     return torch.sqrt((gx * gx).sum(-1) + (gy * gy).sum(-1)).flatten(1).amax(dim=1)
 
 
+@_ops.full_precision
 def local_warp(images: Tensor, landmarks: Tensor, cfg: LocalWarpConfig,
                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Warp expression regions of each face; returns (warped images, displaced landmarks).
