@@ -101,6 +101,42 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_synth, tmp_path, mon
     assert (tmp_path / "r" / "checkpoints" / "last.safetensors").read_bytes() == good
 
 
+def test_nan_on_the_last_step_of_an_epoch_is_caught_before_the_checkpoint(tiny_synth, tmp_path, monkeypatch):
+    """The finiteness check runs one step late (no host-device sync per step); the epoch-end
+    checkpoint must still never hold the weights of a NaN step."""
+    from workbench.methods.simclr import SimCLR
+
+    steps = pretrain(_cfg(tiny_synth, epochs=1, knn_every=0), tmp_path / "r", progress=False).step
+    good = (tmp_path / "r" / "checkpoints" / "last.safetensors").read_bytes()
+    original = SimCLR.training_step
+
+    def nan_on_last_step(self, batch):
+        out = original(self, batch)
+        if batch.step == 2 * steps - 1:  # the last step of epoch 2
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", nan_on_last_step)
+    with pytest.raises(TrainingDiverged, match=f"at step {2 * steps - 1} "):
+        pretrain(_cfg(tiny_synth, epochs=2, knn_every=0), tmp_path / "r", resume=True, progress=False)
+    assert (tmp_path / "r" / "checkpoints" / "last.safetensors").read_bytes() == good
+    events = [json.loads(x).get("event") for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("epoch_end") == 1  # epoch 2 never ended
+
+
+def test_only_logging_steps_and_checkpoints_read_metrics_from_the_device(tiny_synth, tmp_path, monkeypatch):
+    from workbench.train.trainer import Trainer
+
+    calls = []
+    real = Trainer._read_metrics
+    monkeypatch.setattr(Trainer, "_read_metrics", lambda self: calls.append(self.step) or real(self))
+    res = pretrain(_cfg(tiny_synth, epochs=2, knn_every=0, log_every=1000), tmp_path / "r", progress=False)
+    steps = res.step // 2
+    # step 1 is logged; each epoch end reads the last step's metrics for the checkpoint
+    assert calls == [0, steps, 2 * steps]  # (the step counter at the call)
+    assert np.isfinite(res.last_metrics["loss"]) and res.last_metrics["lr"] >= 0
+
+
 def test_user_errors_are_clear(tiny_synth, tmp_path):
     pretrain(_cfg(tiny_synth, epochs=1, knn_every=0, max_steps=1), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):

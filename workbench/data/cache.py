@@ -106,7 +106,10 @@ class FaceData:
         x = x.reshape(*rows.shape, 3, self.size, self.size)
         lm = None
         if self.landmarks is not None:
-            lm = torch.from_numpy(self.landmarks[flat]).to(device, non_blocking=pin)
+            lm = torch.from_numpy(np.ascontiguousarray(self.landmarks[flat]))
+            if pin and torch.cuda.is_available():
+                lm = lm.pin_memory()
+            lm = lm.to(device, non_blocking=pin)
             lm = lm.reshape(*rows.shape, 68, 2)
         return x, lm
 

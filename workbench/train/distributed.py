@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, TrainingDiverged
 from workbench.train.config import RunConfig
 from workbench.train.trainer import Trainer, TrainResult
 
@@ -231,6 +231,13 @@ class FabricTrainer(Trainer):
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         return float(self._sum([0.0 if bool(torch.isfinite(loss)) else 1.0])[0]) == 0.0
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        # every process must stop at the same step: agree now (one small all-reduce per step)
+        if not self._all_finite(loss):
+            raise TrainingDiverged(
+                f"loss became {float(loss.detach())} at step {self.step} on rank {self.rank} (epoch {self.epoch}); "
+                f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. Try a lower --lr")
 
     def _should_stop(self) -> bool:
         return float(self._sum([1.0 if self._stop.is_set() else 0.0])[0]) > 0.0

@@ -62,6 +62,28 @@ class TrainResult:
     last_metrics: dict[str, Any]
 
 
+class _HostCopy:
+    """A small device tensor copied to the host without blocking it (CUDA: pinned memory + an event).
+
+    ``tolist()`` waits only for the work queued before the copy, not for later steps.
+    """
+
+    def __init__(self, values: torch.Tensor):
+        self._event = None
+        if values.is_cuda:
+            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self._host.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = values
+
+    def tolist(self) -> list:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host.tolist()
+
+
 class Trainer:
     """Runs a method over decoded face data. Construct with :func:`build_trainer` (or ``pretrain``)."""
 
@@ -96,8 +118,11 @@ class Trainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.last_metrics: dict[str, Any] = {}
-        self._codes = {c: torch.from_numpy(data.codes(c)[0]) for c in ("identity", "clip", "group",
-                                                                       "expression") if data.has(c)}
+        # label codes live on the device: a step indexes them there (a host→device copy of pageable
+        # memory would wait for the GPU every step)
+        self._codes = {c: torch.from_numpy(data.codes(c)[0]).to(self.device)
+                       for c in ("identity", "clip", "group", "expression") if data.has(c)}
+        self._pending_check: _HostCopy | None = None  # the last step's loss, checked one step later
         if self.tc.compile and self.device.type == "cuda":
             self.method.backbone.model = torch.compile(self.method.backbone.model)
 
@@ -173,13 +198,14 @@ class Trainer:
                     self.step += 1
                     self.step_in_epoch = i + 1
                     bar.update(1)
-                    if self.step % self.tc.log_every == 0 or self.step == 1:
+                    if metrics is not None:  # a logging step: step 1 and every log_every steps
                         rec = {"step": self.step, "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
                                **metrics}
                         self._log(rec, metrics_file)
                         bar.set_postfix(loss=f"{metrics['loss']:.3f}")
                 if status != "finished":
                     break
+                self._settle()
                 self.epoch += 1
                 self.step_in_epoch = 0
                 rec = {"step": self.step, "epoch": float(self.epoch), "event": "epoch_end",
@@ -199,6 +225,11 @@ class Trainer:
         finally:
             bar.close()
         if status != "finished":
+            try:
+                self._settle()
+            except TrainingDiverged:
+                metrics_file.close()
+                raise
             self._save(numbered=False)
             self._log({"step": self.step, "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
                        "event": status}, metrics_file)
@@ -211,14 +242,24 @@ class Trainer:
             rows = rows[:, None]
         pin = self.device.type == "cuda"
         images, landmarks = self.data.batch(rows, self.device, pin=pin)
-        flat = torch.from_numpy(rows.reshape(-1))
-        codes = {c: v[flat].reshape(rows.shape).to(self.device) for c, v in self._codes.items()}
+        flat = torch.from_numpy(np.ascontiguousarray(rows.reshape(-1)))
+        if pin:
+            flat = flat.pin_memory()
+        flat = flat.to(self.device, non_blocking=pin)
+        codes = {c: v[flat].reshape(rows.shape) for c, v in self._codes.items()}
         gen = torch.Generator(device=self.device)
         gen.manual_seed(self._generator_seed())
         return batch_cls(images=images, landmarks=landmarks, rows=torch.from_numpy(rows), codes=codes,
                          generator=gen, step=self.step, epoch=self.epoch)
 
-    def _train_step(self, batch) -> dict[str, float]:
+    def _train_step(self, batch) -> dict[str, float] | None:
+        """One optimiser step; returns the metrics (floats) on logging steps, else None.
+
+        Nothing here waits for the device except on logging steps (step 1 and every ``log_every``):
+        the loss's finiteness is copied to the host without blocking and checked one step later
+        (and before any checkpoint is written), so the host prepares the next batch while the GPU
+        still computes this one.
+        """
         lr = self.lr_at(self.step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -229,10 +270,7 @@ class Trainer:
                             enabled=self.amp_dtype is not None):
             out = self._forward_step(batch)
         loss = out["loss"]
-        if not self._all_finite(loss):
-            raise TrainingDiverged(
-                f"loss became {float(loss.detach())} at step {self.step} (epoch {self.epoch}); the last good "
-                f"checkpoint is kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
+        self._check_finite(loss)
         self.optimizer.zero_grad(set_to_none=True)
         self._backward(loss)
         if self.tc.grad_clip > 0:
@@ -240,15 +278,47 @@ class Trainer:
         self.optimizer.step()
         # progress follows the configured schedule (not max_steps), so a capped run resumes exactly
         self.method.after_optimizer_step(min((self.step + 1) / (self.steps_per_epoch * self.tc.epochs), 1.0))
-        metrics = {"loss": float(loss.detach()), "lr": lr}
-        for k, v in out.items():
-            if k not in ("loss", "z") and torch.is_tensor(v) and v.numel() == 1:
-                metrics[k] = float(v.detach())
-        metrics = self._reduce_metrics(metrics)
-        if "z" in out and ((self.step + 1) % self.tc.log_every == 0 or self.step == 0):
+        scalars = {"loss": loss.detach()}
+        scalars.update({k: v.detach() for k, v in out.items()
+                        if k not in ("loss", "z") and torch.is_tensor(v) and v.numel() == 1})
+        self._last_scalars = (scalars, lr)
+        if not ((self.step + 1) % self.tc.log_every == 0 or self.step == 0):
+            return None
+        metrics = self._read_metrics()
+        if "z" in out:
             metrics.update({f"collapse/{k}": v for k, v in collapse_stats(self._gather_rows(out["z"])).items()})
         self.last_metrics = metrics
         return metrics
+
+    def _read_metrics(self) -> dict[str, float]:
+        """The last step's scalar outputs as floats (waits for the device), averaged over processes."""
+        scalars, lr = self._last_scalars
+        keys = list(scalars)
+        values = torch.stack([scalars[k].float().reshape(()) for k in keys]).tolist()
+        return self._reduce_metrics({**dict(zip(keys, values)), "lr": lr})
+
+    def _settle(self) -> None:
+        """Before a checkpoint (every process): the pending loss check, then the last step's metrics."""
+        self._raise_if_diverged()
+        if getattr(self, "_last_scalars", None) is not None:
+            self.last_metrics = {**self.last_metrics, **self._read_metrics()}
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss, one step late: raises for the previous step's loss, queues this one."""
+        self._raise_if_diverged()
+        self._pending_check = _HostCopy(torch.stack([loss.detach().float().reshape(()),
+                                                     torch.tensor(float(self.step), device=loss.device)]))
+
+    def _raise_if_diverged(self) -> None:
+        """Read the queued loss check (waits only for the step that produced it)."""
+        pending, self._pending_check = self._pending_check, None
+        if pending is None:
+            return
+        value, step = pending.tolist()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss became {value} at step {int(step)} (epoch {self.epoch}); the last good checkpoint is "
+                f"kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
 
     # -- process hooks: identity in one process, overridden by ----------------------------------
     # -- workbench.train.distributed.FabricTrainer (DDP through Lightning Fabric) ----------------
@@ -261,9 +331,6 @@ class Trainer:
 
     def _backward(self, loss: torch.Tensor) -> None:
         loss.backward()
-
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        return bool(torch.isfinite(loss))
 
     def _reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         return metrics
@@ -295,6 +362,7 @@ class Trainer:
             cb(rec)
 
     def _save(self, *, numbered: bool) -> None:
+        self._raise_if_diverged()  # never write a checkpoint after a NaN step
         state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                  "metrics": self.last_metrics, "method": self.method.name}
         ckdir = self.run_dir / "checkpoints"
