@@ -690,7 +690,9 @@ def to_markdown(result: dict[str, Any]) -> str:
                      f"{y['seconds']:.1f} s | {y['images_per_s']:.0f} images/s |")
     if "cache_build" in result:
         c = result["cache_build"]
-        lines.append(f"| decode-once cache build | {c['images']} PNG files | {c['seconds']:.1f} s | "
+        fmt = result.get("files", {}).get("format", "PNG")
+        lines.append(f"| decode-once cache build (to {result['settings']['image_size']} px) | {c['images']} {fmt} "
+                     f"files | {c['seconds']:.1f} s | "
                      f"{c['images_per_s']:.0f} images/s |")
     if "embeddings" in result:
         e = result["embeddings"]
