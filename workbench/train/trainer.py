@@ -122,7 +122,7 @@ class Trainer:
         # memory would wait for the GPU every step)
         self._codes = {c: torch.from_numpy(data.codes(c)[0]).to(self.device)
                        for c in ("identity", "clip", "group", "expression") if data.has(c)}
-        self._pending_check: _HostCopy | None = None  # the last step's loss, checked one step later
+        self._pending_check: tuple[_HostCopy, int] | None = None  # (last step's loss, step): checked one step later
         if self.tc.compile and self.device.type == "cuda":
             self.method.backbone.model = torch.compile(self.method.backbone.model)
 
@@ -306,18 +306,18 @@ class Trainer:
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop on a NaN/inf loss, one step late: raises for the previous step's loss, queues this one."""
         self._raise_if_diverged()
-        self._pending_check = _HostCopy(torch.stack([loss.detach().float().reshape(()),
-                                                     torch.tensor(float(self.step), device=loss.device)]))
+        self._pending_check = (_HostCopy(loss.detach().float().reshape(1)), self.step)
 
     def _raise_if_diverged(self) -> None:
         """Read the queued loss check (waits only for the step that produced it)."""
         pending, self._pending_check = self._pending_check, None
         if pending is None:
             return
-        value, step = pending.tolist()
+        copy, step = pending
+        (value,) = copy.tolist()
         if not math.isfinite(value):
             raise TrainingDiverged(
-                f"loss became {value} at step {int(step)} (epoch {self.epoch}); the last good checkpoint is "
+                f"loss became {value} at step {step} (epoch {self.epoch}); the last good checkpoint is "
                 f"kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
 
     # -- process hooks: identity in one process, overridden by ----------------------------------
