@@ -203,7 +203,7 @@ def test_one_ddp_step_gives_the_single_process_gradient(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_step_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "out.pt")), nprocs=2)
-    two = torch.load(tmp_path / "out.pt")
+    two = torch.load(tmp_path / "out.pt", weights_only=True)
     for method in METHOD_CONFIGS:
         one = _step_grads(_step_method(method), _step_images())
         assert float(two[method][0]) == pytest.approx(float(one[0]), rel=1e-5), method

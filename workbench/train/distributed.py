@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from workbench.errors import ConfigError, TrainingDiverged
+from workbench.errors import ConfigError
 from workbench.train.config import RunConfig
 from workbench.train.trainer import Trainer, TrainResult
 
@@ -235,9 +235,7 @@ class FabricTrainer(Trainer):
     def _check_finite(self, loss: torch.Tensor) -> None:
         # every process must stop at the same step: agree now (one small all-reduce per step)
         if not self._all_finite(loss):
-            raise TrainingDiverged(
-                f"loss became {float(loss.detach())} at step {self.step} on rank {self.rank} (epoch {self.epoch}); "
-                f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. Try a lower --lr")
+            raise self._diverged(float(loss.detach()), self.step, f" on rank {self.rank}")
 
     def _should_stop(self) -> bool:
         return float(self._sum([1.0 if self._stop.is_set() else 0.0])[0]) > 0.0

@@ -316,9 +316,12 @@ class Trainer:
         copy, step = pending
         (value,) = copy.tolist()
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"loss became {value} at step {step} (epoch {self.epoch}); the last good checkpoint is "
-                f"kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
+            raise self._diverged(value, step)
+
+    def _diverged(self, value: float, step: int, where: str = "") -> TrainingDiverged:
+        return TrainingDiverged(
+            f"loss became {value} at step {step}{where} (epoch {self.epoch}); the last good checkpoint is "
+            f"kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
 
     # -- process hooks: identity in one process, overridden by ----------------------------------
     # -- workbench.train.distributed.FabricTrainer (DDP through Lightning Fabric) ----------------

@@ -167,23 +167,25 @@ def grayscale(images: Tensor) -> Tensor:
     return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
 
 
-def rgb_to_hsv(images: Tensor) -> Tensor:
-    """RGB in [0, 1] -> HSV with all channels in [0, 1] (torchvision's tensor formula)."""
+def _hue_sixths(images: Tensor, maxc: Tensor, cr: Tensor) -> Tensor:
+    """Hue in sixths of a turn, in [-1, 5) (torchvision's tensor formula); ``cr = max - min``."""
     r, g, b = images.unbind(dim=1)
-    maxc = images.amax(dim=1)
-    minc = images.amin(dim=1)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    cr_div = torch.where(eqc, ones, cr)
+    cr_div = torch.where(cr == 0, torch.ones_like(cr), cr)
     rc = (maxc - r) / cr_div
     gc = (maxc - g) / cr_div
     bc = (maxc - b) / cr_div
     hr = (maxc == r) * (bc - gc)
     hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
     hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return hr + hg + hb
+
+
+def rgb_to_hsv(images: Tensor) -> Tensor:
+    """RGB in [0, 1] -> HSV with all channels in [0, 1] (torchvision's tensor formula)."""
+    maxc = images.amax(dim=1)
+    cr = maxc - images.amin(dim=1)
+    s = cr / torch.where(cr == 0, torch.ones_like(maxc), maxc)
+    h = torch.fmod(_hue_sixths(images, maxc, cr) / 6.0 + 1.0, 1.0)
     return torch.stack([h, s, maxc], dim=1)
 
 
@@ -192,18 +194,10 @@ def shift_hue(images: Tensor, shift: Tensor) -> Tensor:
 
     Uses ``v·s = max − min`` (exact up to rounding), so saturation and value are never materialised.
     """
-    r, g, b = images.unbind(dim=1)
     maxc = images.amax(dim=1)
     cr = maxc - images.amin(dim=1)
-    cr_div = torch.where(cr == 0, torch.ones_like(cr), cr)
-    rc = (maxc - r) / cr_div
-    gc = (maxc - g) / cr_div
-    bc = (maxc - b) / cr_div
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
     # hue in sixths of a turn, shifted; k_n = (n + 6 h) mod 6 needs no separate "mod 1" (periodic)
-    h6 = (hr + hg + hb).add_(6.0 + 6.0 * shift.view(-1, 1, 1).to(images.dtype))[:, None]
+    h6 = _hue_sixths(images, maxc, cr).add_(6.0 + 6.0 * shift.view(-1, 1, 1).to(images.dtype))[:, None]
     n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     t = n + h6
     k = t.sub_(torch.floor(t * (1.0 / 6.0)).mul_(6.0))  # mod 6 (torch.remainder costs 2x more)
