@@ -144,6 +144,23 @@ def test_landmarks_follow_the_pose_and_sit_on_the_face():
         render_face(2, "smirk")
 
 
+def test_zoom_frames_a_tight_face_crop():
+    """zoom scales the face about its centre (landmark box ~zoom x larger, still inside the frame and
+    centred); zoom 1 is the default framing, byte for byte."""
+    base, tight = SynthConfig(size=64, identities=8), SynthConfig(size=64, identities=8, zoom=1.3)
+    default = synth_item(SynthConfig(size=64, identities=8, zoom=1.0), 3, 5)
+    assert np.array_equal(default.image, synth_item(base, 3, 5).image)
+    for identity, instance in ((0, 0), (3, 5), (7, 2)):
+        lm0, lm1 = synth_item(base, identity, instance).landmarks, synth_item(tight, identity, instance).landmarks
+        span0, span1 = np.ptp(lm0, axis=0), np.ptp(lm1, axis=0)
+        assert np.allclose(span1 / span0, 1.3, atol=0.05)
+        assert lm1.min() >= -0.5 and lm1.max() <= 63.5  # the whole face stays in the frame
+        box_centre = (lm1.min(0) + lm1.max(0)) / 2
+        assert np.allclose(box_centre, (lm0.min(0) + lm0.max(0)) / 2, atol=2.0)  # where it was at zoom 1
+    with pytest.raises(ConfigError):
+        generate_dataset(SynthConfig(zoom=0.1), "unused")
+
+
 # --------------------------------------------------------------------------------------------- views and clips
 
 

@@ -65,6 +65,10 @@ class SynthConfig:
     intensity_min: float = param(0.4, "Lowest apex intensity of a non-neutral instance (0..1); lower = "
                                       "subtler, harder expressions.", min=0.0, max=1.0)
     intensity_max: float = param(1.0, "Highest apex intensity (0..1).", min=0.0, max=1.0)
+    zoom: float = param(1.0, "Face size in the frame: 1 = head and shoulders (hair, neck, background); "
+                             "1.3 = a tight aligned face crop like RAF-DB/AffectNet (more pixels on the "
+                             "eyes and mouth at a given size; the chin may touch the border in strong "
+                             "poses); above ~1.4 the jaw leaves the frame.", min=0.5, max=3.0)
     au_jitter: float = param(0.2, "Relative random variation of each action unit's weight (person-to-"
                                   "person and moment-to-moment differences).", min=0.0, max=1.0)
     contempt_side: str = param("right", "Side of the contempt smirk (subject's right/left, or random per "
@@ -158,6 +162,12 @@ def _instance(cfg: SynthConfig, identity: int, instance: int) -> _Instance:
     return _Instance(expr, apex, aus, pose, motion, nz)
 
 
+def _zoomed_shift(shift: tuple[float, float], zoom: float) -> tuple[float, float]:
+    """Camera shift for ``zoom``: the random jitter, plus an upward move that keeps the landmark box
+    (brows to chin, centred about 0.14 of the image below the camera centre) where it is at zoom 1."""
+    return (shift[0], shift[1] - 0.14 * (zoom - 1.0))
+
+
 def synth_item(cfg: SynthConfig, identity: int, instance: int, sub: int = 0) -> SynthItem:
     """Render image ``sub`` (view or frame; 0 in single-view mode) of ``instance`` of ``identity``.
 
@@ -185,8 +195,8 @@ def synth_item(cfg: SynthConfig, identity: int, instance: int, sub: int = 0) -> 
         labels["meta_clip_expression"] = inst.expression
     aus = {k: v * intensity for k, v in inst.aus.items()}
     expr = inst.expression if intensity > 0 else "neutral"
-    cam = Camera(size=cfg.size, yaw=yaw, pitch=pitch, roll=roll, scale=inst.nuisance.scale,
-                 shift=inst.nuisance.shift)
+    cam = Camera(size=cfg.size, yaw=yaw, pitch=pitch, roll=roll, scale=inst.nuisance.scale * cfg.zoom,
+                 shift=_zoomed_shift(inst.nuisance.shift, cfg.zoom))
     img, lm = render_aus(ident, aus, cam, inst.nuisance, supersample=cfg.supersample,
                          rng=_rng(cfg.seed, TAG_IMAGE, identity, instance, sub))
     val, aro = valence_arousal(expr, intensity)
