@@ -3,7 +3,9 @@ giving the same run as one process on the same global batch."""
 
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from workbench.config import from_dict
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, TrainingDiverged
 from workbench.methods import Batch, get_method
 from workbench.methods.base import all_gather_with_grad, process_rank_and_world
 from workbench.models import Backbone
@@ -210,3 +212,154 @@ def test_one_ddp_step_gives_the_single_process_gradient(tmp_path):
         scale = float(one[1:].abs().max())  # theoretically-zero gradients (biases before a BN) are noise
         torch.testing.assert_close(two[method][1:], one[1:], rtol=1e-3, atol=1e-4 * scale,
                                    msg=lambda text, method=method: f"{method}: {text}")
+
+
+# -- stop / NaN agreement: one asynchronous all-reduce per step, read one step later ------------------
+
+def _ddp_cfg(manifest, **train) -> RunConfig:
+    """2 processes, global batch 48: 2 epochs of 4 steps on the 192 tiny faces; metrics at step 1 only."""
+    return _cfg(manifest, devices=2, **{"batch_size": 48, "epochs": 2, "max_steps": 0, "log_every": 1000,
+                                        "strategy": "ddp", **train})
+
+
+#: name → (NaN loss at (rank, step), rank 0 asks to stop during step)
+AGREEMENT_RUNS = {"nan_mid_epoch": ((1, 5), None), "nan_last_step_of_epoch": ((0, 7), None), "stop": (None, 4)}
+
+
+def _trace_hook(trace: str, nan: tuple[int, int] | None, stop_at: int | None, trainer) -> None:
+    """``trainer_hook``: the loss of ``nan = (rank, step)`` becomes NaN; rank 0 asks to stop during step
+    ``stop_at``. Writes ``trace/rank{r}.json``: each agreement read (step counter, agreed step, inside
+    ``_settle``), each blocking metric reduction (counter, inside ``_settle``), how ``fit`` ended."""
+    rec: dict = {"reads": [], "sums": [], "steps_per_epoch": trainer.steps_per_epoch}
+    settling = [False]
+    forward, total, settle, fit = trainer._forward_step, trainer._sum, trainer._settle, trainer.fit
+    read = getattr(trainer, "_read_agreement", None)
+
+    def forward_(batch):
+        out = forward(batch)
+        if nan is not None and (trainer.rank, trainer.step) == tuple(nan):
+            out = {**out, "loss": out["loss"] * float("nan")}
+        if trainer.rank == 0 and trainer.step == stop_at:
+            trainer.stop()
+        return out
+
+    def read_() -> None:
+        if trainer._agreement is not None:
+            rec["reads"].append([trainer.step, trainer._agreement.step, settling[0]])
+        read()
+
+    def sum_(values):
+        rec["sums"].append([trainer.step, settling[0]])
+        return total(values)
+
+    def settle_() -> None:
+        settling[0] = True
+        try:
+            settle()
+        finally:
+            settling[0] = False
+
+    def fit_():
+        try:
+            res = fit()
+            rec.update(status=res.status, step=res.step)
+            return res
+        except TrainingDiverged as e:
+            rec["error"] = str(e)
+            raise
+        finally:
+            (Path(trace) / f"rank{trainer.rank}.json").write_text(json.dumps(rec))
+
+    trainer._forward_step, trainer._sum, trainer._settle, trainer.fit = forward_, sum_, settle_, fit_
+    if read is not None:
+        trainer._read_agreement = read_
+
+
+def _agreement_worker(rank: int, world: int, port: int, manifest: str, root: str) -> None:
+    """One process of every AGREEMENT_RUNS run in turn: the real per-process entry point
+    (``distributed._worker``) in processes started once (as torchrun would)."""
+    import os
+
+    from workbench.train.distributed import _worker, make_fabric
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank), NODE_RANK="0")
+    torch.set_num_threads(1)
+    fabric = make_fabric(_ddp_cfg(manifest))
+    fabric.launch()
+    for name, (nan, stop_at) in AGREEMENT_RUNS.items():
+        (Path(root) / name / "trace").mkdir(parents=True, exist_ok=True)
+        hook = functools.partial(_trace_hook, str(Path(root) / name / "trace"), nan, stop_at)
+        try:
+            _worker(fabric, _ddp_cfg(manifest), str(Path(root) / name / "run"), False, None, False, hook)
+        except TrainingDiverged:
+            pass  # in the trace
+        fabric.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def agreement_runs(tiny_synth, tmp_path_factory) -> Path:
+    """Every AGREEMENT_RUNS run by 2 gloo processes (started once: a process start costs more than a run)."""
+    pytest.importorskip("lightning_fabric")
+    import socket
+
+    import torch.multiprocessing as mp
+
+    root = tmp_path_factory.mktemp("agreement")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_agreement_worker, args=(2, port, str(tiny_synth), str(root)), nprocs=2)
+    return root
+
+
+def _traces(run: Path) -> list[dict]:
+    recs = [json.loads((run / "trace" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert recs[0]["steps_per_epoch"] == 4
+    # symmetric collectives: every process read the same agreements and reduced metrics at the same points
+    assert recs[0]["reads"] == recs[1]["reads"] and recs[0]["sums"] == recs[1]["sums"]
+    return recs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["nan_mid_epoch", "nan_last_step_of_epoch"])
+def test_nan_on_one_process_stops_every_process_before_a_checkpoint(agreement_runs, name):
+    """One process's loss is NaN at a step of epoch 2 (its NaN gradients reach every process): every
+    process raises for that step (read a step late, or at the epoch end for the epoch's last step),
+    and the checkpoint stays the one of epoch 1, with finite weights."""
+    (_, nan_step), _ = AGREEMENT_RUNS[name]
+    run = agreement_runs / name
+    for rec in _traces(run):
+        assert f"loss became nan at step {nan_step} on 1 of 2 processes (epoch 1)" in rec.get("error", ""), rec
+    side = json.loads((run / "run" / "checkpoints" / "last.safetensors.json").read_text())
+    assert side["step"] == 4 < nan_step
+    weights = load_tensors(run / "run" / "checkpoints" / "last.safetensors")
+    assert all(bool(torch.isfinite(v).all()) for v in weights.values() if v.is_floating_point())
+    events = [json.loads(x).get("event") for x in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("epoch_end") == 1 and "stopped" not in events
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_stop_on_rank0_is_agreed_a_step_later_without_blocking_reads(agreement_runs, tiny_synth):
+    """Rank 0 asks to stop during step 4 (the first of epoch 2, counter 4 → 5): both processes stop at
+    counter 5 or 6 with a checkpoint that resumes (here in one process). No step waits for the step
+    just queued: the loop reads at most one agreement per step, launched a step earlier (counter ``c``
+    reads a step ``<= c - 2``), and reduces metrics only on the logging step and when settling."""
+    run = agreement_runs / "stop"
+    recs = _traces(run)
+    step = recs[0]["step"]
+    assert step in (5, 6) and [(r["status"], r["step"]) for r in recs] == [("stopped", step)] * 2
+    side = json.loads((run / "run" / "checkpoints" / "last.safetensors.json").read_text())
+    assert (side["step"], side["step_in_epoch"], side["epoch"]) == (step, step - 4, 1)
+    rec = recs[0]
+    assert [c for c, settling in rec["sums"] if not settling] == [0], rec  # the logging step (1) only
+    assert [c for c, settling in rec["sums"] if settling] == [4, step], rec  # epoch end, stop
+    loop = [(c, s) for c, s, settling in rec["reads"] if not settling]
+    assert [c for c, _ in loop] == sorted({c for c, _ in loop}), rec  # at most one read per step
+    assert all(s is None or s <= c - 2 for c, s in loop), rec  # never of the step just queued
+    assert len(loop) >= step - 1, rec
+    done = pretrain(_cfg(tiny_synth, devices=1, batch_size=48, epochs=2, max_steps=0), run / "run",
+                    resume=True, progress=False)
+    assert done.status == "finished" and done.step == 8

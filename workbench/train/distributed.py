@@ -24,8 +24,16 @@ computes, and how it relates to a single-process run:
   a fixed W, and bitwise-comparable to one process only with deterministic views.
 - **Outputs.** Rank 0 alone writes ``config.json``, ``metrics.jsonl`` (scalar metrics averaged over
   processes, collapse statistics of the gathered batch), checkpoints (atomic, the usual format:
-  a checkpoint resumes with any number of processes) and runs the online kNN; ``Trainer.stop()``
-  or a stopping callback on rank 0 is agreed by all processes at the next step.
+  a checkpoint resumes with any number of processes) and runs the online kNN.
+- **Agreement without waiting.** Processes must stop together, and all stop on a NaN/inf loss. Before
+  each step every process launches one asynchronous all-reduce of ``[loss non-finite, stop requested,
+  loss]`` of the step just done and reads the one launched a step earlier, so the host never waits
+  for the step it has just queued (the only other collective read, the metrics, is on logging steps).
+  All processes read the same sums at the same step: all raise
+  :class:`~workbench.errors.TrainingDiverged` for the same step, or all stop; ``Trainer.stop()`` or a
+  stopping callback on rank 0 during step ``s`` takes effect after step ``s + 1`` at the latest.
+  Before every checkpoint, at every epoch end and when stopping, every process reads the pending
+  agreements (``_settle``): a non-finite step never reaches a checkpoint, nothing stays in flight.
 
 Launch (``train.strategy``): ``ddp`` (default) re-runs the same command line once per extra local
 device (Fabric's script launcher) — the CLI path; under ``torchrun`` or SLURM ``srun`` the processes
@@ -45,7 +53,7 @@ from torch import nn
 
 from workbench.errors import ConfigError
 from workbench.train.config import RunConfig
-from workbench.train.trainer import Trainer, TrainResult
+from workbench.train.trainer import Trainer, TrainResult, _HostCopy
 
 __all__ = ["FabricTrainer", "GlobalBatchNorm", "convert_sync_batchnorm", "global_rank", "make_fabric",
            "pretrain_distributed", "shard_rows", "step_seed"]
@@ -187,6 +195,30 @@ class _StepModule(nn.Module):
         return self.method.training_step(batch)
 
 
+class _Agreement:
+    """A small tensor summed over processes in the background; :meth:`read` waits for it.
+
+    CUDA: the current stream waits for the sum (with NCCL the host does not) and a pinned copy + event
+    brings it back, so :meth:`read` waits only for the step that launched it. CPU (gloo): the sum runs
+    in gloo's threads and :meth:`read` waits for it.
+    """
+
+    def __init__(self, flags: torch.Tensor, step: int | None):
+        self.step = step
+        self._flags = flags
+        self._work: Any = dist.all_reduce(flags, async_op=True)
+        self._copy: _HostCopy | None = None
+        if flags.is_cuda:
+            self._work.wait()  # NCCL: orders the current stream after the sum, returns at once
+            self._work, self._copy = None, _HostCopy(flags)
+
+    def read(self) -> list[float]:
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
+        return self._copy.tolist() if self._copy is not None else self._flags.tolist()
+
+
 class FabricTrainer(Trainer):
     """:class:`~workbench.train.trainer.Trainer` for one process of a Fabric DDP run (see module doc)."""
 
@@ -201,6 +233,10 @@ class FabricTrainer(Trainer):
         if self.rank != 0:
             kwargs["callbacks"], kwargs["progress"] = None, False
         super().__init__(config, method, data, run_dir, device=fabric.device, **kwargs)
+        self._flag_dtype = torch.float64 if self.device.type == "cpu" else torch.float32
+        self._unsent: tuple[torch.Tensor, int] | None = None  # the last step's loss, not yet in an agreement
+        self._agreement: _Agreement | None = None  # launched, not read yet
+        self._stop_agreed = False
         self.local_batch = config.train.batch_size // self.world
         self._ddp = fabric.setup_module(_StepModule(self.method))
 
@@ -222,23 +258,60 @@ class FabricTrainer(Trainer):
     def _backward(self, loss: torch.Tensor) -> None:
         self.fabric.backward(loss)
 
-    # agreement between processes
+    # agreement between processes: one asynchronous all-reduce per step, read one step later
     def _sum(self, values: list[float]) -> torch.Tensor:
-        t = torch.tensor(values, dtype=torch.float64 if self.device.type == "cpu" else torch.float32,
-                         device=self.device)
+        """Blocking sum over processes (the metrics: logging steps and ``_settle``)."""
+        t = torch.tensor(values, dtype=self._flag_dtype, device=self.device)
         dist.all_reduce(t)
         return t
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        return float(self._sum([0.0 if bool(torch.isfinite(loss)) else 1.0])[0]) == 0.0
-
     def _check_finite(self, loss: torch.Tensor) -> None:
-        # every process must stop at the same step: agree now (one small all-reduce per step)
-        if not self._all_finite(loss):
-            raise self._diverged(float(loss.detach()), self.step, f" on rank {self.rank}")
+        """Keep this step's loss: its finiteness is agreed at the next :meth:`_should_stop` (no wait here)."""
+        self._unsent = (loss.detach(), self.step)
 
     def _should_stop(self) -> bool:
-        return float(self._sum([1.0 if self._stop.is_set() else 0.0])[0]) > 0.0
+        """Every process, before each step: read the agreement launched one step ago (raises if a loss
+        diverged), launch the one of the step just done. Stops once any process asked to."""
+        self._read_agreement()
+        self._send_agreement()
+        return self._stop_agreed
+
+    def _settle(self) -> None:
+        """Every process (checkpoint, epoch end, stop): wait for the agreement of every finished step."""
+        self._read_agreement()
+        if self._unsent is not None:
+            self._send_agreement()
+            self._read_agreement()
+        super()._settle()
+
+    def _raise_if_diverged(self) -> None:
+        # rank 0 alone calls this before a checkpoint: no collective here, ``_settle`` (every process) read it
+        if self._agreement is not None or self._unsent is not None:
+            raise RuntimeError("checkpoint before the processes agreed on the last step's loss "
+                               "(call _settle on every process first)")
+
+    def _send_agreement(self) -> None:
+        """Launch the sum of ``[last loss non-finite, stop requested here, last loss]`` (without waiting)."""
+        unsent, self._unsent = self._unsent, None
+        dtype, device = self._flag_dtype, self.device
+        # device tensors from fills and device ops only: a tensor built from host values would wait for the GPU
+        stop = torch.full((1,), float(self._stop.is_set()), dtype=dtype, device=device)
+        if unsent is None:  # no step since the last agreement (start of an epoch): the stop request alone
+            loss, step = torch.zeros(1, dtype=dtype, device=device), None
+        else:
+            loss, step = unsent[0].to(dtype).reshape(1), unsent[1]
+        self._agreement = _Agreement(torch.cat([(~torch.isfinite(loss)).to(dtype), stop, loss]), step)
+
+    def _read_agreement(self) -> None:
+        """Wait for the launched agreement (if any); raise if a process's loss was not finite."""
+        agreement, self._agreement = self._agreement, None
+        if agreement is None:
+            return
+        nonfinite, stop, loss_sum = agreement.read()
+        if nonfinite > 0:
+            raise self._diverged(loss_sum / self.world, agreement.step,
+                                 f" on {int(nonfinite)} of {self.world} processes")
+        self._stop_agreed = self._stop_agreed or stop > 0
 
     def _reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         keys = sorted(metrics)
