@@ -12,7 +12,12 @@ from workbench.errors import ConfigError, MissingMetadataError
 from workbench.losses import warp_negative_loss
 from workbench.methods import METHODS, Batch, get_method
 from workbench.methods.byol import BYOL, BYOLConfig
-from workbench.methods.contrawarping import ContraWarping, ContraWarpingConfig
+from workbench.methods.contrawarping import (
+    ContraWarping,
+    ContraWarpingConfig,
+    masked_mean,
+    warp_negative_per_item,
+)
 from workbench.models import Backbone
 
 S, B = 32, 4
@@ -84,6 +89,33 @@ def test_negative_term_grows_when_the_negative_is_the_positive(kind):
     assert high > low + 0.1
     with pytest.raises(ConfigError):
         warp_negative_loss(q, t, unrelated, "triplet")
+
+
+@pytest.mark.parametrize("kind", ["margin", "infonce"])
+def test_masked_negative_term_equals_the_boolean_index_formula(kind):
+    """The step's masked mean over rows with landmarks = the former ``warp_negative_loss(p[ok], ...)``
+    sum of both views; with no valid row it is 0 and still differentiable (zero gradient)."""
+    g = torch.Generator().manual_seed(0)
+    b, n, d = 7, 3, 8
+    p1, p2, t1, t2 = (torch.randn(b, d, generator=g, requires_grad=True) for _ in range(4))
+    n1, n2 = torch.randn(b, n, d, generator=g), torch.randn(b, n, d, generator=g)
+    kw = {"margin": 0.7, "temperature": 0.3}
+    for ok in (torch.tensor([1, 0, 1, 1, 0, 0, 1], dtype=torch.bool), torch.ones(b, dtype=torch.bool),
+               torch.arange(b) == 4):
+        old = (warp_negative_loss(p1[ok], t2[ok], n1[ok], kind, **kw)
+               + warp_negative_loss(p2[ok], t1[ok], n2[ok], kind, **kw))
+        per = warp_negative_per_item(p1, t2, n1, kind, **kw) + warp_negative_per_item(p2, t1, n2, kind, **kw)
+        new = masked_mean(per, ok)
+        torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-7)
+        g_old = torch.autograd.grad(old, [p1, p2])
+        g_new = torch.autograd.grad(new, [p1, p2])
+        for a, e in zip(g_new, g_old):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-7)
+    per = warp_negative_per_item(p1, t2, n1, kind, **kw)
+    none = masked_mean(per, torch.zeros(b, dtype=torch.bool))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+    grad = torch.autograd.grad(none, p1)[0]
+    assert torch.equal(grad, torch.zeros_like(grad))
 
 
 # -- the method ------------------------------------------------------------------------------
@@ -164,6 +196,26 @@ def test_weight_zero_is_plain_byol_and_rows_without_landmarks_skip_the_negative(
     v = w.make_views(batch)
     assert v.valid.tolist() == [True, False, True, True]
     assert torch.isfinite(w.training_step(batch)["loss"])
+
+
+@pytest.mark.parametrize("over", [{}, {"negative_loss": "infonce", "negative_encoder": "online"}])
+def test_training_step_reads_nothing_from_the_device(plain, monkeypatch, over):
+    """One step (forward and backward, views as on CUDA) with a row without landmarks: no host read and
+    no data-dependent shape anywhere; nothing of the kind (nor a tensor built from Python data) in the
+    method's own code. (Elsewhere, ``_ops.warp_affine``'s ``linalg.inv`` still checks its error flag.)"""
+    from test_methods_ddp_views import DeviceReads, cuda_paths
+
+    _, data = plain
+    cuda_paths(monkeypatch)
+    batch = make_batch(data, seed=4)
+    batch.landmarks[2] = float("nan")
+    m = method(negatives=2, **over)
+    with DeviceReads() as reads:
+        out = m.training_step(batch)
+        out["loss"].backward()
+    assert reads.host == [] and reads.shapes == []  # in the whole step
+    assert reads.in_files("methods/contrawarping.py", "methods/byol.py") == []
+    assert torch.isfinite(out["loss"]) and float(out["loss_negative"]) > 0
 
 
 def _cfg(man, mc):

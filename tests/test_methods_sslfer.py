@@ -192,6 +192,51 @@ def test_training_step_is_maskfn_over_the_views_with_protected_hard_negatives(cl
     assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
+def test_masked_maskfn_terms_equal_the_library_terms():
+    """The step's MaskFN terms (one drop mask, no boolean-mask indexing) = ``maskfn_terms``; the masked
+    L2 mean = the mean over rows with a false negative, 0 with a gradient path when there is none."""
+    from workbench.losses.maskfn import maskfn_terms
+    from workbench.methods.sslfer import _maskfn_terms
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(12, 6, generator=g, requires_grad=True)
+    pos = pair_positive_index(6)
+    fn = torch.tensor([3, -1, 0, 7, -1, 2, 11, 4, -1, 1, 5, 8])
+    for f in (fn, torch.full_like(fn, -1)):
+        got, want = _maskfn_terms(z, pos, f, 0.1), maskfn_terms(z, pos, f, 0.1)
+        for a, e in zip(got, want):
+            torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+    l1, l2, has = _maskfn_terms(z, pos, fn, 0.1)
+    torch.testing.assert_close(l2.sum() / has.sum().clamp_min(1), l2[has].mean())
+    l1, l2, has = _maskfn_terms(z, pos, torch.full_like(fn, -1), 0.1)
+    none = l2.sum() / has.sum().clamp_min(1)
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+@pytest.mark.parametrize("over", [{"swap": {"p": 1.0}},
+                                  {"swap": {"p": 1.0, "feather": 0.1}, "hard_negatives": False}])
+def test_training_step_reads_nothing_from_the_device(clips, monkeypatch, over):
+    """One step (forward and backward, views as on CUDA) with FaceSwap, MaskFN and a positive without
+    landmarks (it used to stop ``linalg.inv``): no host read and no data-dependent shape anywhere;
+    nothing of the kind (nor a tensor built from Python data) in the method or FaceSwap code, after a
+    first step that builds the per-device landmark indices. (Elsewhere, ``_ops.warp_affine``'s
+    ``linalg.inv`` still checks its error flag.)"""
+    from test_methods_ddp_views import DeviceReads, cuda_paths
+
+    _, data = clips
+    cuda_paths(monkeypatch)
+    m = method(**over)
+    m.training_step(first_batch(m, data, batch_size=4)[1])
+    _, batch = first_batch(m, data, batch_size=4, seed=1)
+    batch.landmarks[0, 1] = float("nan")
+    with DeviceReads() as reads:
+        out = m.training_step(batch)
+        out["loss"].backward()
+    assert reads.host == [] and reads.shapes == []  # in the whole step
+    assert reads.in_files("methods/sslfer.py", "views/faceswap.py") == []
+    assert torch.isfinite(out["loss"])
+
+
 def test_training_step_backpropagates(clips):
     _, data = clips
     m = method()
@@ -278,8 +323,9 @@ def test_missing_clip_metadata_stops_with_the_column_named(plain, tmp_path):
 def test_two_gloo_processes_match_one_process(clips, tmp_path):
     """Under DDP the loss spans the global batch (gathered rows, shifted positive/item indices, MaskFN
     candidates from every process): 2 CPU processes x 2 items = 1 process x 4 items, for 2 SGD steps
-    (the second loss also checks the gradient scale). Views without randomness, FaceSwap off (its donor
-    pool is the local shard)."""
+    (the second loss also checks the gradient scale). Views without randomness, FaceSwap off (each
+    process draws its own donors from its own generator; the global donor pool is tested in
+    ``test_methods_ddp_views.py``)."""
     import json
 
     from workbench.train import RunConfig, pretrain

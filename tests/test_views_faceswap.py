@@ -22,7 +22,14 @@ from workbench.views import (
     swap_with_donors,
     template_landmarks,
 )
-from workbench.views.faceswap import OVERLAY_GROUPS, overlay_mask
+from workbench.views import faceswap as fs
+from workbench.views.faceswap import (
+    OVERLAY_GROUPS,
+    DonorPool,
+    gather_donor_pool,
+    invert_similarity,
+    overlay_mask,
+)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -183,6 +190,78 @@ def test_donors_have_another_identity():
     assert torch.equal(lm_out[donor < 0], lm[donor < 0])
     j = int(torch.nonzero(donor >= 0)[0])
     torch.testing.assert_close(lm_out[j, :17], lm[donor[j], :17])  # the donor head's jaw
+
+
+def test_donor_pool_defaults_to_the_batch_and_can_hold_other_heads():
+    x, lm = faces(6)
+    ids = torch.tensor([0, 0, 1, 1, 2, 3])
+    cfg = FaceSwapConfig(p=1.0)
+    pool = gather_donor_pool(x, lm, ids)  # not distributed: the batch itself, no copy
+    assert pool.images is x and pool.landmarks is lm and pool.offset == 0
+    a, da = swap_with_donors(x, lm, ids, cfg, gen(5))
+    b, db = swap_with_donors(x, lm, ids, cfg, gen(5), pool)
+    assert torch.equal(a, b) and torch.equal(da, db)  # same random stream, same outputs
+    px, plm = faces(4, seed=7)
+    pid = torch.tensor([0, 5, 5, 1])
+    out, donor = swap_with_donors(x, lm, ids, cfg, gen(1), DonorPool(px, plm, pid))
+    assert (donor >= 0).all() and (pid[donor] != ids).all()
+    torch.testing.assert_close(out, face_swap(px[donor], plm[donor], x, lm, cfg), atol=1e-5, rtol=0)
+    torch.testing.assert_close(donor_landmarks(lm, donor, plm)[:, :17], plm[donor, :17])  # the head's jaw
+    with pytest.raises(ConfigError):
+        swap_with_donors(x, lm, ids, cfg, gen(), DonorPool(px, plm, pid[:3]))
+
+
+def test_similarity_inverse_in_closed_form():
+    true = torch.stack([similarity(1.3, 20, 5, -3), similarity(0.7, -45, 0, 10), similarity(2.0, 170, -8, 1)])
+    torch.testing.assert_close(invert_similarity(true), _ops.invert_affine(true), atol=1e-6, rtol=1e-6)
+    zero = invert_similarity(torch.zeros(1, 2, 3))  # missing (zero-filled) landmarks: no error, zeros
+    assert torch.equal(zero, torch.zeros(1, 2, 3))
+
+
+def _odd_kernels_dynamic(iod: torch.Tensor, frac: float, limit: int) -> tuple[torch.Tensor, int]:
+    """The former colour-correction kernels: width = the batch's largest kernel, read from the device."""
+    k = torch.floor(frac * iod).clamp(min=1)
+    k = torch.where(k % 2 == 0, k + 1, k)
+    lim = limit if limit % 2 == 1 else limit - 1
+    k = k.clamp(max=lim)
+    return k, (int(k.amax().item()) if k.numel() else 1)
+
+
+def _feather_kernels_dynamic(sigma: torch.Tensor, limit: int) -> torch.Tensor:
+    """The former feathering kernels: ~3 sigma of the largest sigma, read from the device."""
+    return _ops.gaussian_kernels(sigma, _ops.auto_kernel_size(float(sigma.amax()), limit) if sigma.numel() else 1)
+
+
+@pytest.mark.parametrize("hw", [(48, 48), (33, 40)])
+def test_static_blur_kernels_blur_as_the_former_dynamic_ones(hw, monkeypatch):
+    h, w = hw
+    x = torch.rand(5, 3, h, w, generator=gen(3))
+    widths = set()
+    # small distances (0 included: the former width is much smaller) and one beyond the image
+    for iod in (torch.tensor([0.0, 3.0, 7.5, 12.0, 16.0]), torch.tensor([0.0, 3.0, 12.0, 30.0, 200.0])):
+        for frac in (0.6, 0.1, 2.0):
+            ks, width = fs._odd_kernels(iod, frac, min(h, w))
+            ks_old, kmax = _odd_kernels_dynamic(iod, frac, min(h, w))
+            assert torch.equal(ks, ks_old) and width >= kmax and width % 2 == 1
+            widths.add(kmax)
+            sigma, radius = fs._opencv_sigma(ks), (ks - 1) / 2
+            new = _ops.separable_blur(x, _ops.gaussian_kernels(sigma, width, radius=radius))
+            old = _ops.separable_blur(x, _ops.gaussian_kernels(sigma, kmax, radius=radius))
+            torch.testing.assert_close(new, old, atol=1e-6, rtol=0)
+        for feather in (0.0, 0.05, 0.3):
+            new = _ops.separable_blur(x, fs._feather_kernels(feather * iod, min(h, w)))
+            old = _ops.separable_blur(x, _feather_kernels_dynamic(feather * iod, min(h, w)))
+            torch.testing.assert_close(new, old, atol=1e-6, rtol=0)
+    assert min(widths) < 10 and max(widths) == min(h, w) - (min(h, w) + 1) % 2  # both regimes covered
+    heads, hl = faces(4, 48, seed=1)
+    faces_, fl = faces(4, 48, seed=2)
+    for cfg in (FaceSwapConfig(p=1.0), FaceSwapConfig(p=1.0, feather=0.1, blur_frac=1.5)):
+        new = face_swap(heads, hl, faces_, fl, cfg)
+        with monkeypatch.context() as mp:
+            mp.setattr(fs, "_odd_kernels", _odd_kernels_dynamic)
+            mp.setattr(fs, "_feather_kernels", _feather_kernels_dynamic)
+            old = face_swap(heads, hl, faces_, fl, cfg)
+        torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
 
 
 def test_shapes_and_errors():

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from workbench.config import param
 from workbench.errors import MissingMetadataError
 from workbench.losses import byol_loss
-from workbench.losses.warp_negative import NEGATIVE_LOSSES, warp_negative_loss
+from workbench.losses.warp_negative import NEGATIVE_LOSSES
 from workbench.methods.base import Batch
 from workbench.methods.byol import BYOL, BYOLConfig
 from workbench.views.global_aug import global_augment
@@ -76,7 +77,9 @@ class ContraWarping(BYOL):
     negative term (``negative_loss`` margin, ``margin`` 0.5, ``temperature`` 0.2), its weight
     (``negative_weight`` 1), which network embeds negatives (``negative_encoder`` target), head sizes and
     EMA momentum (BYOL's: 4096/256, 0.996 in the ``paper`` preset), pretraining data, optimiser, batch.
-    Rows without landmarks (NaN) get only the BYOL terms.
+    Rows without landmarks (NaN) get only the BYOL terms: the negative term is the mean over rows with
+    landmarks, computed as a masked mean (no device read, no data-dependent shapes; 0 when no row has
+    landmarks).
     ``negative_weight=0`` is exactly BYOL (same views, same random stream): the paper's BYOL baseline.
     """
 
@@ -136,15 +139,37 @@ class ContraWarping(BYOL):
         negs = torch.cat([v.neg1.flatten(0, 1), v.neg2.flatten(0, 1)])
         zn = self(negs)["z"] if c.negative_encoder == "online" else self.target_z(negs)
         n1, n2 = zn.view(2, c.negatives, b, -1).transpose(1, 2)  # each (B, n, P)
-        ok = v.valid
-        if bool(ok.any()):
-            kw = {"margin": c.margin, "temperature": c.temperature}
-            loss_neg = (warp_negative_loss(p1[ok], t2[ok], n1[ok], c.negative_loss, **kw)
-                        + warp_negative_loss(p2[ok], t1[ok], n2[ok], c.negative_loss, **kw))
-        else:
-            loss_neg = p1.sum() * 0.0
+        kw = {"margin": c.margin, "temperature": c.temperature}
+        per_item = (warp_negative_per_item(p1, t2, n1, c.negative_loss, **kw)
+                    + warp_negative_per_item(p2, t1, n2, c.negative_loss, **kw))
+        loss_neg = masked_mean(per_item, v.valid)
         loss = loss_byol + c.negative_weight * loss_neg
         return {"loss": loss, "z": z.detach()[:b], "loss_byol": loss_byol.detach(), "loss_negative": loss_neg.detach()}
 
 
-__all__ = ["ContraWarping", "ContraWarpingConfig", "ContraWarpingViews"]
+def warp_negative_per_item(prediction: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+                           kind: str = "margin", *, margin: float = 0.5, temperature: float = 0.2) -> torch.Tensor:
+    """(B,) per-item values of :func:`workbench.losses.warp_negative.warp_negative_loss` (same
+    arguments and defaults, ``kind`` assumed valid): ``margin`` = ``mean_j relu(cos(q, n_j) - cos(q, t)
+    + m)``, ``infonce`` = ``-log softmax`` of the positive among [t, n_1..n_n]. The mean over items of
+    this equals ``warp_negative_loss`` (every item has the same number of negatives)."""
+    q = F.normalize(prediction.float(), dim=-1)
+    t = F.normalize(positive.float(), dim=-1)
+    n = F.normalize(negatives.float(), dim=-1)
+    cos_pos = (q * t).sum(-1)  # (B,)
+    cos_neg = torch.einsum("bd,bnd->bn", q, n)  # (B, n)
+    if kind == "margin":
+        return F.relu(cos_neg - cos_pos[:, None] + margin).mean(dim=1)
+    logits = torch.cat([cos_pos[:, None], cos_neg], dim=1) / temperature
+    return torch.logsumexp(logits, dim=1) - logits[:, 0]
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (B,) over the rows where ``mask`` (B,) is True, without a device read:
+    ``sum(where(mask, values, 0)) / max(1, sum(mask))``; 0 (still connected to the graph of ``values``)
+    when no row is selected. Unselected rows contribute no value and a zero gradient to ``values``."""
+    picked = torch.where(mask, values, torch.zeros_like(values))
+    return picked.sum() / mask.sum().clamp_min(1).to(values.dtype)
+
+
+__all__ = ["ContraWarping", "ContraWarpingConfig", "ContraWarpingViews", "masked_mean", "warp_negative_per_item"]

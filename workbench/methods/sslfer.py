@@ -13,7 +13,7 @@ from torch import nn
 from workbench.config import param
 from workbench.errors import CheckpointError, ConfigError, MissingMetadataError
 from workbench.losses import nt_xent, pair_positive_index
-from workbench.losses.maskfn import landmark_descriptor, maskfn_terms, select_false_negatives
+from workbench.losses.maskfn import landmark_descriptor, select_false_negatives
 from workbench.methods.base import (
     Batch,
     MethodConfig,
@@ -22,7 +22,13 @@ from workbench.methods.base import (
     process_rank_and_world,
 )
 from workbench.views import _ops
-from workbench.views.faceswap import FaceSwapConfig, donor_landmarks, swap_with_donors
+from workbench.views.faceswap import (
+    DonorPool,
+    FaceSwapConfig,
+    donor_landmarks,
+    gather_donor_pool,
+    swap_with_donors,
+)
 from workbench.views.global_aug import GlobalViewConfig, global_augment, sslfer_views
 from workbench.views.masking import PartMaskConfig, part_mask
 
@@ -111,12 +117,13 @@ def eye_mouth_crops(images: torch.Tensor, landmarks: torch.Tensor, size: int = 6
     b, _, h, w = images.shape
     lm = landmarks.float()
     eye_pts, mouth_pts = lm[:, 36:48], lm[:, 48:68]
-    grow = torch.tensor([0.0, -margin * h, 0.0, margin * h], device=images.device)
 
-    def crop(pts: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
-        box = torch.cat([pts.amin(dim=1), pts.amax(dim=1)], dim=-1)
-        if extra is not None:
-            box = box + extra
+    def crop(pts: torch.Tensor, grow: float | None) -> torch.Tensor:
+        lo, hi = pts.amin(dim=1), pts.amax(dim=1)
+        if grow is not None:  # vertical margin (arithmetic, not a device constant built per step)
+            lo = torch.stack([lo[:, 0], lo[:, 1] - grow], dim=1)
+            hi = torch.stack([hi[:, 0], hi[:, 1] + grow], dim=1)
+        box = torch.cat([lo, hi], dim=-1)
         ok = torch.isfinite(box).all(dim=1)
         box = torch.where(ok[:, None], box, torch.zeros_like(box))
         centre = (box[:, :2] + box[:, 2:]) / 2
@@ -132,7 +139,7 @@ def eye_mouth_crops(images: torch.Tensor, landmarks: torch.Tensor, size: int = 6
         inside = inside & ok[:, None]
         return out * inside.view(b, 1, size, size).to(out.dtype)
 
-    return crop(eye_pts, grow), crop(mouth_pts, None)
+    return crop(eye_pts, margin * h), crop(mouth_pts, None)
 
 
 @dataclass
@@ -142,7 +149,9 @@ class SSLFERViews:
     ``images`` (M, 3, S, S) augmented views in loss order ``[A, NA, P, NP]`` (M = 4B) or ``[A, P]``
     (M = 2B); ``raw`` / ``raw_landmarks`` the same rows un-augmented and un-swapped (MaskFN's
     descriptor input); ``positive_index`` (M,); ``item`` (M,) the batch item of each row; ``swapped``
-    (M,) bool; ``donor`` (M,) row (in the same order) whose head was used, −1 where not swapped.
+    (M,) bool; ``donor`` (M,) row whose head was used, −1 where not swapped: a row of the GLOBAL batch
+    in the order of :meth:`SSLFER.training_step`'s gather (rank blocks of M rows, ``rank x M + local
+    row``), i.e. the local row in one process.
     """
 
     images: torch.Tensor
@@ -163,9 +172,9 @@ class SSLFER(SSLMethod):
     - **HardNeg** (``hard_negatives``): NA is a frame >= 12 stored frames (~2.9 s) from A in the same
       clip and NP its own TimeAug positive: same-identity, other-expression negatives.
     - **FaceSwap** (``face_swap``): with p 0.8, independently for P and NP, the positive's inner face is
-      pasted onto the head of another identity from the batch (donor pool = the batch's positives;
-      anchors are never swapped); rows with missing landmarks or identity stay unswapped (the code's
-      fallback on detection failure).
+      pasted onto the head of another identity from the batch (donor pool = the positives of the
+      global batch, gathered from every process under DDP; anchors are never swapped); rows with
+      missing landmarks or identity stay unswapped (the code's fallback on detection failure).
     - **MaskFN** (``mask_fn``): per row, the non-positive with the most similar eye/mouth descriptor of
       the un-augmented, un-swapped frame is removed from the negatives and promoted to a positive with
       weight λ 0.8: ``L = mean(L1) + λ·mean(L2)`` (:func:`workbench.losses.maskfn.maskfn_loss`).
@@ -302,44 +311,52 @@ class SSLFER(SSLMethod):
         ident = batch.codes.get("identity")
         k = x.shape[1]
         want = 4 if self.cfg.hard_negatives else 2
-        if k == 1:  # random sampler: the positive is the same frame
-            idx = [0, 0]
-        elif k == want:
-            idx = list(range(k))
-        else:
+        if k == want:
+            return x, lm, ident
+        if k != 1:
             raise ConfigError(f"method 'sslfer' expects {want} images per item from its sampler, got {k}")
-        pick = lambda t: None if t is None else t[:, idx]  # noqa: E731
-        return x[:, idx], pick(lm), pick(ident)
+        # random sampler: the positive is the same frame (columns [0, 0]; no Python-list index)
+        twice = lambda t: None if t is None else torch.cat([t, t], dim=1)  # noqa: E731
+        return twice(x), twice(lm), twice(ident)
 
     def swap_positives(self, images: torch.Tensor, landmarks: torch.Tensor, identity: torch.Tensor,
                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """FaceSwap on the positive columns (1 = P, 3 = NP) of (B, m, ...) items; anchors untouched.
 
-        Returns (images, landmarks, donor) with ``donor`` (B, m): the (item, column) flat index
-        ``item * m + column`` of the head image used, −1 where not swapped (always −1 for anchors).
+        The donor pool is the positives of the global batch: under ``torch.distributed`` with several
+        processes the pool images, landmarks and identities of every process are gathered
+        (:func:`~workbench.views.faceswap.gather_donor_pool`, collective; shards have equal shapes), so
+        a head may come from another process's shard. One process: the local positives (unchanged).
+
+        Returns (images, landmarks, donor) with ``donor`` (B, m): the global (item, column) flat index
+        ``(rank x B + item) x m + column`` of the head image used (``item x m + column`` in one
+        process), −1 where not swapped (always −1 for anchors).
         """
         b, m = images.shape[:2]
-        cols = [1, 3] if m == 4 else [1]
-        pool = images[:, cols].transpose(0, 1).reshape(-1, *images.shape[2:])  # [P (B), NP (B)]
-        pool_lm = landmarks[:, cols].transpose(0, 1).reshape(-1, 68, 2)
-        pool_id = identity[:, cols].transpose(0, 1).reshape(-1)
-        finite = torch.isfinite(pool_lm).flatten(1).all(dim=1) & (pool_id >= 0)
-        safe_lm = torch.where(finite.view(-1, 1, 1), pool_lm, torch.zeros_like(pool_lm))
-        out, donor = swap_with_donors(pool, safe_lm, pool_id, self.cfg.swap, generator)
-        ok = (donor >= 0) & finite & finite[donor.clamp_min(0)]
+        n_cols = m // 2  # positive columns 1::2 = [P] or [P, NP]
+        pool = images[:, 1::2].transpose(0, 1).reshape(-1, *images.shape[2:])  # [P (B), NP (B)]
+        pool_lm = landmarks[:, 1::2].transpose(0, 1).reshape(-1, 68, 2)
+        pool_id = identity[:, 1::2].transpose(0, 1).reshape(-1)
+        glob = gather_donor_pool(pool, pool_lm, pool_id)
+        finite_all = torch.isfinite(glob.landmarks).flatten(1).all(dim=1) & (glob.identity >= 0)
+        safe_all = torch.where(finite_all.view(-1, 1, 1), glob.landmarks, torch.zeros_like(glob.landmarks))
+        n = pool.shape[0]
+        finite, safe_lm = finite_all[glob.offset:glob.offset + n], safe_all[glob.offset:glob.offset + n]
+        out, donor = swap_with_donors(pool, safe_lm, pool_id, self.cfg.swap, generator,
+                                      DonorPool(glob.images, safe_all, glob.identity, glob.offset))
+        ok = (donor >= 0) & finite & finite_all[donor.clamp_min(0)]
         donor = torch.where(ok, donor, torch.full_like(donor, -1))
         out = torch.where(ok.view(-1, 1, 1, 1), out, pool)
-        new_lm = torch.where(ok.view(-1, 1, 1), donor_landmarks(safe_lm, donor), pool_lm)
+        new_lm = torch.where(ok.view(-1, 1, 1), donor_landmarks(safe_lm, donor, safe_all), pool_lm)
         images, landmarks = images.clone(), landmarks.clone()
-        n_cols = len(cols)
-        images[:, cols] = out.view(n_cols, b, *images.shape[2:]).transpose(0, 1)
-        landmarks[:, cols] = new_lm.view(n_cols, b, 68, 2).transpose(0, 1).to(landmarks.dtype)
-        # donor index in the pool (column-major over [P, NP]) -> flat (item, column) index
-        d_item = donor.clamp_min(0) % b
-        d_col = torch.tensor(cols, device=donor.device)[donor.clamp_min(0) // b]
-        flat = torch.where(donor >= 0, d_item * m + d_col, donor)
+        images[:, 1::2] = out.view(n_cols, b, *images.shape[2:]).transpose(0, 1)
+        landmarks[:, 1::2] = new_lm.view(n_cols, b, 68, 2).transpose(0, 1).to(landmarks.dtype)
+        # global pool index (rank blocks of n, each column-major over [P, NP]) -> global flat (item, column)
+        d = donor.clamp_min(0)
+        rank, j = d // n, d % n
+        flat = torch.where(donor >= 0, (rank * b + j % b) * m + 1 + 2 * (j // b), donor)
         donors = torch.full((b, m), -1, dtype=torch.long, device=images.device)
-        donors[:, cols] = flat.view(n_cols, b).transpose(0, 1)
+        donors[:, 1::2] = flat.view(n_cols, b).transpose(0, 1)
         return images, landmarks, donors
 
     def make_views(self, batch: Batch) -> SSLFERViews:
@@ -357,9 +374,8 @@ class SSLFER(SSLMethod):
             if ident is None:
                 raise MissingMetadataError("method 'sslfer' with FaceSwap needs the 'identity' column")
             x, lm, donors = self.swap_positives(x, lm, ident, gen)
-        # loss order: anchors [A, NA] then positives [P, NP]
-        order = [0, 2, 1, 3] if m == 4 else [0, 1]
-        flat = lambda t: t[:, order].transpose(0, 1).reshape(-1, *t.shape[2:])  # noqa: E731
+        # loss order: anchors [A, NA] then positives [P, NP] (columns [0, 2, 1, 3] or [0, 1])
+        flat = lambda t: torch.cat([t[:, 0::2], t[:, 1::2]], 1).transpose(0, 1).reshape(-1, *t.shape[2:])  # noqa: E731
         xs, raws = flat(x), flat(raw)
         lms = flat(lm) if lm is not None else None
         raw_lms = flat(raw_lm) if raw_lm is not None else None
@@ -369,13 +385,14 @@ class SSLFER(SSLMethod):
         anchors = global_augment(xs[:half], c.anchor_view, gen).images
         positives = global_augment(xs[half:], c.positive_view, gen).images
         n_pairs = half
-        item = torch.arange(b, device=x.device).repeat(len(order))
-        # donor flat (item, column) index -> loss row
-        row_of = torch.empty(b * m, dtype=torch.long, device=x.device)
-        for r, col in enumerate(order):
-            row_of[torch.arange(b, device=x.device) * m + col] = r * b + torch.arange(b, device=x.device)
+        item = torch.arange(b, device=x.device).repeat(m)
+        # donor global flat (item, column) index -> global loss row: rank x M + (block of column) x B + item
         d = flat(donors[..., None]).squeeze(-1)
-        donor_rows = torch.where(d >= 0, row_of[d.clamp_min(0)], d)
+        dd = d.clamp_min(0)
+        g_item, col = dd // m, dd % m
+        rank, it = g_item // b, g_item % b
+        block = (col % 2) * (m // 2) + col // 2  # position of the column in the loss order
+        donor_rows = torch.where(d >= 0, rank * (b * m) + block * b + it, d)
         return SSLFERViews(images=torch.cat([anchors, positives]), raw=raws, raw_landmarks=raw_lms,
                            positive_index=pair_positive_index(n_pairs, x.device), item=item,
                            swapped=donor_rows >= 0, donor=donor_rows)
@@ -407,9 +424,9 @@ class SSLFER(SSLMethod):
                 return landmark_descriptor(landmarks.float())
         net = self._resnet18(raw.device)
         eyes, mouth = eye_mouth_crops(raw, landmarks, self.cfg.descriptor_crop, self.cfg.descriptor_margin)
-        mean = torch.tensor(IMAGENET_MEAN, device=raw.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=raw.device).view(1, 3, 1, 1)
-        f = net((torch.cat([eyes, mouth]) - mean) / std).float()
+        crops = torch.cat([eyes, mouth])  # ImageNet normalisation per channel (no device constants per step)
+        crops = torch.stack([(crops[:, c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c] for c in range(3)], dim=1)
+        f = net(crops).float()
         fe, fm = f.chunk(2)
         return torch.nn.functional.normalize(torch.cat([fe, fm], dim=1), dim=1)
 
@@ -417,8 +434,9 @@ class SSLFER(SSLMethod):
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss over the whole (global) batch. Under DDP the embeddings, positive indices, items and
         descriptors of all processes are gathered and every process computes the same global loss
-        (the gather's backward sums the W identical gradients, DDP averages them back), so negatives
-        and MaskFN candidates span the global batch; FaceSwap donors come from the local shard."""
+        (the gather's backward sums the W identical gradients, DDP averages them back), so negatives,
+        MaskFN candidates and FaceSwap donors span the global batch. The method's own code reads nothing
+        from the device (masked means, no data-dependent shapes, no Python-list indices)."""
         c = self.cfg
         v = self.make_views(batch)
         z_local = self(v.images)["z"]
@@ -431,8 +449,9 @@ class SSLFER(SSLMethod):
             protect = (item[:, None] == item[None, :]) if c.protect_hard_negatives else None
             with torch.autocast(device_type=desc.device.type, enabled=False):
                 fn = select_false_negatives(desc, pos, protect)
-            l1, l2, has_fn = maskfn_terms(z, pos, fn, c.temperature)
-            loss_l2 = l2[has_fn].mean() if bool(has_fn.any()) else l1.sum() * 0.0
+            l1, l2, has_fn = _maskfn_terms(z, pos, fn, c.temperature)
+            # mean of L2 over rows with a false negative; 0 (graph kept) when there is none
+            loss_l2 = l2.sum() / has_fn.sum().clamp_min(1)
             loss = l1.mean() + c.maskfn_lambda * loss_l2
             same = (item[fn.clamp_min(0)] == item) & has_fn
             out.update(maskfn_l1=l1.mean().detach(), maskfn_l2=loss_l2.detach(),
@@ -440,6 +459,27 @@ class SSLFER(SSLMethod):
         else:
             loss = nt_xent(z, pos, c.temperature)
         return {"loss": loss, "z": z_local.detach()[:n_items], **out}
+
+
+def _maskfn_terms(z: torch.Tensor, positive_index: torch.Tensor, false_negative: torch.Tensor,
+                  temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`workbench.losses.maskfn.maskfn_terms` (same values) without its boolean-mask indexing
+    (a data-dependent shape: a device read per step on CUDA): the dropped logits are one mask
+    ``k == i | k == pos[i] | (k == fn[i] & fn[i] >= 0)``. Returns (L1, L2 (0 without a false
+    negative), has_fn), each (M,)."""
+    z = torch.nn.functional.normalize(z.float(), dim=1)
+    m = z.shape[0]
+    k = torch.arange(m, device=z.device)
+    pos, fn = positive_index.to(z.device), false_negative.to(z.device)
+    has_fn = fn >= 0
+    sim = z @ z.t() / temperature
+    drop = (k[None] == k[:, None]) | (k[None] == pos[:, None]) | ((k[None] == fn[:, None]) & has_fn[:, None])
+    negatives = sim.masked_fill(drop, float("-inf"))
+    s_pos = sim.gather(1, pos[:, None]).squeeze(1)
+    l1 = torch.logsumexp(torch.cat([s_pos[:, None], negatives], dim=1), dim=1) - s_pos
+    s_fn = sim.gather(1, fn.clamp_min(0)[:, None]).squeeze(1)
+    l2 = torch.logsumexp(torch.cat([s_fn[:, None], negatives], dim=1), dim=1) - s_fn
+    return l1, torch.where(has_fn, l2, torch.zeros_like(l2)), has_fn
 
 
 def _gather_rows(z: torch.Tensor, pos: torch.Tensor, item: torch.Tensor, n_items: int,

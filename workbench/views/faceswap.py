@@ -15,6 +15,11 @@ For each pair (head image, face image):
 
 Differences from Earl's script: the similarity scale is the least-squares one (Earl uses the ratio
 of point-cloud standard deviations and an SVD that may return a reflection); colours are RGB floats.
+
+This module's own code never reads the device (no ``.item()``, no data-dependent shapes, no
+``linalg.inv`` error check, no Python lists as CUDA indices): blur kernels have a static width,
+donors are drawn with masked scores. Under multi-process training :func:`gather_donor_pool` makes
+the donor pool the global batch.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from workbench.config import param
@@ -50,6 +56,18 @@ class FaceSwapConfig:
 
 
 @dataclass
+class DonorPool:
+    """Heads that donors are drawn from (:func:`swap_with_donors`): ``images`` (N, 3, H, W),
+    ``landmarks`` (N, 68, 2), ``identity`` (N,) integer codes; ``offset`` = pool index of the caller's
+    first sample (its own rows are ``offset .. offset + B - 1``; rank x B for :func:`gather_donor_pool`)."""
+
+    images: Tensor
+    landmarks: Tensor
+    identity: Tensor
+    offset: int = 0
+
+
+@dataclass
 class SwapResult:
     """Detailed output of :func:`face_swap_details`.
 
@@ -63,6 +81,20 @@ class SwapResult:
     applied: Tensor
     affine: Tensor
     landmarks: Tensor
+
+
+_INDEX_CACHE: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+
+def _index(idx: tuple[int, ...], device: torch.device) -> Tensor:
+    """``idx`` as an int64 tensor on ``device``, built once per device and reused: indexing a CUDA
+    tensor with a Python list copies the list to the device and synchronises the stream on every call."""
+    key = (tuple(idx), torch.device(device))
+    out = _INDEX_CACHE.get(key)
+    if out is None:
+        with torch.inference_mode(False):  # usable outside inference mode whoever builds it first
+            out = _INDEX_CACHE[key] = torch.tensor(key[0], dtype=torch.long, device=device)
+    return out
 
 
 def procrustes(src: Tensor, dst: Tensor) -> Tensor:
@@ -82,10 +114,26 @@ def procrustes(src: Tensor, dst: Tensor) -> Tensor:
     return torch.cat([lin, t[..., None]], dim=2).to(src.dtype)
 
 
+def invert_similarity(affine: Tensor) -> Tensor:
+    """Inverse of (B, 2, 3) similarities ``[[a, -b, tx], [b, a, ty]]`` (as :func:`procrustes` returns),
+    in closed form in float64: ``[[a, b], [-b, a]] / (a² + b²)`` and ``-L⁻¹ t``. Unlike ``linalg.inv``
+    it neither raises on a degenerate map (a = b = 0: the zero map of missing, zero-filled
+    landmarks; returned as zeros) nor reads an error flag from the device."""
+    m = affine.double()
+    a, b, tx, ty = m[:, 0, 0], m[:, 1, 0], m[:, 0, 2], m[:, 1, 2]
+    den = a * a + b * b
+    ok = den > 0
+    ia = torch.where(ok, a / den.clamp_min(1e-300), torch.zeros_like(a))
+    ib = torch.where(ok, b / den.clamp_min(1e-300), torch.zeros_like(b))
+    first = torch.stack([ia, ib, -(ia * tx + ib * ty)], dim=-1)
+    second = torch.stack([-ib, ia, ib * tx - ia * ty], dim=-1)
+    return torch.stack([first, second], dim=1).to(affine.dtype)
+
+
 def eye_distance(landmarks: Tensor) -> Tensor:
     """(B,) distance between the eye centres (means of 36-41 and 42-47), as Earl's script."""
-    right = landmarks[:, list(RIGHT_EYE)].mean(1)
-    left = landmarks[:, list(LEFT_EYE)].mean(1)
+    right = landmarks[:, _index(RIGHT_EYE, landmarks.device)].mean(1)
+    left = landmarks[:, _index(LEFT_EYE, landmarks.device)].mean(1)
     return (left - right).norm(dim=-1)
 
 
@@ -93,7 +141,7 @@ def overlay_mask(landmarks: Tensor, h: int, w: int) -> Tensor:
     """(B, H, W) bool union of the filled convex hulls of the OVERLAY_GROUPS."""
     out = torch.zeros((landmarks.shape[0], h, w), dtype=torch.bool, device=landmarks.device)
     for group in OVERLAY_GROUPS:
-        out |= _ops.convex_hull_mask(landmarks[:, list(group)], h, w)
+        out |= _ops.convex_hull_mask(landmarks[:, _index(group, landmarks.device)], h, w)
     return out
 
 
@@ -101,22 +149,40 @@ def _opencv_sigma(ksize: Tensor) -> Tensor:
     return 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
 
 
+def _odd_limit(limit: int) -> int:
+    return max(1, limit if limit % 2 == 1 else limit - 1)
+
+
 def _odd_kernels(iod: Tensor, frac: float, limit: int) -> tuple[Tensor, int]:
-    """Per-sample odd kernel sizes (B,) and the common padded width."""
+    """Per-sample odd kernel sizes (B,) ``floor(frac x iod)`` forced odd, in [1, limit], and the common
+    padded width: the largest odd size <= ``limit``, a host constant. The inter-ocular distance has no
+    bound known on the host (landmarks may lie outside the image), so the width cannot depend on
+    ``frac``; kernels are zero beyond their own radius, so the blur equals the one padded to the
+    batch's largest kernel, without reading that size from the device."""
     k = torch.floor(frac * iod).clamp(min=1)
     k = torch.where(k % 2 == 0, k + 1, k)
-    lim = limit if limit % 2 == 1 else limit - 1
-    k = k.clamp(max=lim)
-    kmax = int(k.amax().item()) if k.numel() else 1
-    return k, kmax
+    lim = _odd_limit(limit)
+    return k.clamp(max=lim), (lim if k.numel() else 1)
+
+
+def _feather_kernels(sigma: Tensor, limit: int) -> Tensor:
+    """(B, W) Gaussian kernels of ``sigma`` (B,) truncated at the batch's radius
+    ``min(ceil(3 max sigma), W // 2)`` (``_ops.auto_kernel_size`` of the largest sigma), zero-padded to
+    the static width W = the largest odd size <= ``limit`` (the radius stays on the device)."""
+    if sigma.numel() == 0:
+        return _ops.gaussian_kernels(sigma, 1)
+    lim = _odd_limit(limit)
+    half = torch.ceil(3.0 * sigma.amax().double()).clamp(0, lim // 2)
+    return _ops.gaussian_kernels(sigma, lim, radius=half.expand(sigma.shape[0]))
 
 
 def swapped_landmarks(face_landmarks: Tensor, head_landmarks: Tensor) -> Tensor:
     """Landmarks of ``face_swap(head, face)``: head jaw + the face's inner points aligned onto the head."""
-    affine = procrustes(face_landmarks[:, list(ALIGN_POINTS)], head_landmarks[:, list(ALIGN_POINTS)])
+    align = _index(ALIGN_POINTS, face_landmarks.device)
+    affine = procrustes(face_landmarks[:, align], head_landmarks[:, align])
     warped = _ops.apply_affine(affine, face_landmarks)
     out = head_landmarks.clone()
-    idx = list(INNER_FACE)
+    idx = _index(INNER_FACE, out.device)
     out[:, idx] = warped[:, idx].to(out.dtype)
     return out
 
@@ -124,16 +190,15 @@ def swapped_landmarks(face_landmarks: Tensor, head_landmarks: Tensor) -> Tensor:
 def _swap(heads: Tensor, head_lm: Tensor, faces: Tensor, face_lm: Tensor, apply: Tensor,
           cfg: FaceSwapConfig) -> SwapResult:
     b, _, h, w = heads.shape
-    affine = procrustes(face_lm[:, list(ALIGN_POINTS)].float(), head_lm[:, list(ALIGN_POINTS)].float())
-    warped = _ops.warp_affine(faces, _ops.invert_affine(affine), (h, w), padding="zeros")
+    align = _index(ALIGN_POINTS, heads.device)
+    affine = procrustes(face_lm[:, align].float(), head_lm[:, align].float())
+    warped = _ops.warp_affine(faces, invert_similarity(affine), (h, w), padding="zeros")
     warped_lm = _ops.apply_affine(affine, face_lm.float())
     mask = overlay_mask(head_lm.float(), h, w) | overlay_mask(warped_lm, h, w)
     m = mask[:, None].to(heads.dtype)
     iod = eye_distance(head_lm.float())
     if cfg.feather > 0:
-        sigma = cfg.feather * iod
-        kmax = _ops.auto_kernel_size(float(sigma.amax()), min(h, w)) if b else 1
-        kern = _ops.gaussian_kernels(sigma, kmax)
+        kern = _feather_kernels(cfg.feather * iod, min(h, w))
         m = (_ops.separable_blur(m, kern) > 1e-3).to(heads.dtype)  # Earl: grow
         m = _ops.separable_blur(m, kern).clamp(0, 1)  # then feather
     if cfg.color_correct:
@@ -148,7 +213,7 @@ def _swap(heads: Tensor, head_lm: Tensor, faces: Tensor, face_lm: Tensor, apply:
     m = m * apply.view(-1, 1, 1, 1).to(m.dtype)
     out = heads * (1 - m) + corrected * m
     lm_out = head_lm.clone()
-    idx = list(INNER_FACE)
+    idx = _index(INNER_FACE, lm_out.device)
     lm_out[:, idx] = warped_lm[:, idx].to(lm_out.dtype)
     return SwapResult(images=out.clamp(0, 1), mask=m, applied=apply, affine=affine, landmarks=lm_out)
 
@@ -190,26 +255,51 @@ def face_swap(heads: Tensor, head_landmarks: Tensor, faces: Tensor, face_landmar
     return face_swap_details(heads, head_landmarks, faces, face_landmarks, cfg, generator).images
 
 
-def pick_donors(identity_codes: Tensor, generator: torch.Generator | None) -> Tensor:
-    """(B,) int64: for each sample a uniformly random batch index with a different identity, -1 if none."""
+def pick_donors(identity_codes: Tensor, generator: torch.Generator | None,
+                pool_identity: Tensor | None = None) -> Tensor:
+    """(B,) int64: for each sample a uniformly random index of the pool (default: the batch itself)
+    with a different identity, -1 if none. Draws one (B, N) uniform score matrix from ``generator``."""
     codes = identity_codes.reshape(-1)
-    b = codes.numel()
-    scores = torch.rand((b, b), generator=generator, device=codes.device)
-    allowed = codes[:, None] != codes[None, :]
+    pool = codes if pool_identity is None else pool_identity.reshape(-1).to(codes.device)
+    scores = torch.rand((codes.numel(), pool.numel()), generator=generator, device=codes.device)
+    allowed = codes[:, None] != pool[None, :]
     scores = torch.where(allowed, scores, torch.full_like(scores, -1.0))
     best = scores.argmax(dim=1)
     return torch.where(allowed.any(dim=1), best, torch.full_like(best, -1))
 
 
+def gather_donor_pool(images: Tensor, landmarks: Tensor, identity_codes: Tensor) -> DonorPool:
+    """The donor pool of the global batch: every process's ``images`` (B, 3, H, W), ``landmarks``
+    (B, 68, 2) and ``identity_codes`` (B,) concatenated in rank order (``torch.distributed.all_gather``,
+    no gradient: donors are inputs), ``offset`` = rank x B. Collective: every process must call it,
+    with the same shapes (equal shards). Without an initialised process group, or with one process,
+    the local batch itself (no copy, offset 0)."""
+    codes = identity_codes.reshape(-1)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return DonorPool(images, landmarks, codes)
+    world = dist.get_world_size()
+    parts = []
+    for t in (images, landmarks, codes):
+        t = t.detach().contiguous()
+        out = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(out, t)
+        parts.append(torch.cat(out))
+    return DonorPool(*parts, offset=dist.get_rank() * images.shape[0])
+
+
 @_ops.full_precision
 def swap_with_donors(images: Tensor, landmarks: Tensor, identity_codes: Tensor, cfg: FaceSwapConfig,
-                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Put the inner face of each sample on the head of another identity from the same batch.
+                     generator: torch.Generator | None, pool: DonorPool | None = None) -> tuple[Tensor, Tensor]:
+    """Put the inner face of each sample on the head of another identity from the donor pool.
 
-    ``identity_codes`` (B,) integers (e.g. clip or subject codes). Returns (images, donor) where
-    ``donor[i]`` is the batch index of the head used for sample i, or -1 when the sample was left
-    unchanged (not selected by ``cfg.p`` or no other identity in the batch). The donor's identity
-    always differs. Landmarks of the result: ``donor_landmarks(landmarks, donor)``.
+    ``identity_codes`` (B,) integers (e.g. clip or subject codes). ``pool`` (default: this batch,
+    ``DonorPool(images, landmarks, identity_codes)``) holds the candidate heads; pass
+    ``gather_donor_pool(images, landmarks, identity_codes)`` to draw from the global batch of all
+    processes. Returns (images, donor) where ``donor[i]`` is the pool index of the head used for
+    sample i (with the default pool: the batch index; with a gathered pool: the global index
+    rank x B + batch index), or -1 when the sample was left unchanged (not selected by ``cfg.p`` or no
+    other identity in the pool). The donor's identity always differs. Landmarks of the result:
+    ``donor_landmarks(landmarks, donor, pool.landmarks)``.
     """
     _ops.check_images(images)
     b = images.shape[0]
@@ -217,17 +307,27 @@ def swap_with_donors(images: Tensor, landmarks: Tensor, identity_codes: Tensor, 
     _ops.check_generator(generator, images.device)
     if identity_codes.numel() != b:
         raise ConfigError(f"identity_codes must have one entry per image ({b}), got {identity_codes.numel()}")
-    donor = pick_donors(identity_codes.to(images.device), generator)
+    if pool is None:
+        pool = DonorPool(images, landmarks, identity_codes)
+    else:
+        _ops.check_images(pool.images, "pool.images")
+        _ops.check_landmarks(pool.landmarks, pool.images.shape[0], "pool.landmarks")
+        if pool.identity.numel() != pool.images.shape[0]:
+            raise ConfigError(f"pool.identity must have one entry per pool image ({pool.images.shape[0]}), "
+                              f"got {pool.identity.numel()}")
+    donor = pick_donors(identity_codes.to(images.device), generator, pool.identity)
     apply = _ops.coin(cfg.p, b, generator, images.device) & (donor >= 0)
     src = donor.clamp_min(0)
-    res = _swap(images[src], landmarks[src], images, landmarks, apply, cfg)
+    res = _swap(pool.images[src].to(images.dtype), pool.landmarks[src], images, landmarks, apply, cfg)
     out = torch.where(apply.view(-1, 1, 1, 1), res.images, images)
     return out, torch.where(apply, donor, torch.full_like(donor, -1))
 
 
 @_ops.full_precision
-def donor_landmarks(landmarks: Tensor, donor: Tensor) -> Tensor:
-    """Landmarks of the :func:`swap_with_donors` output (unchanged rows keep their own landmarks)."""
+def donor_landmarks(landmarks: Tensor, donor: Tensor, pool_landmarks: Tensor | None = None) -> Tensor:
+    """Landmarks of the :func:`swap_with_donors` output (unchanged rows keep their own landmarks);
+    ``pool_landmarks`` (N, 68, 2) are the donor pool's (default: ``landmarks``, the batch itself)."""
     src = donor.clamp_min(0)
-    swapped = swapped_landmarks(landmarks, landmarks[src])
+    heads = landmarks if pool_landmarks is None else pool_landmarks
+    swapped = swapped_landmarks(landmarks, heads[src])
     return torch.where((donor >= 0).view(-1, 1, 1), swapped, landmarks)
