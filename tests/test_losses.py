@@ -67,6 +67,15 @@ def test_multi_positive_equals_nt_xent_for_pairs():
         float(nt_xent(z, pair_positive_index(4), 0.3)), rel=1e-6)
 
 
+def test_multi_positive_without_any_positive_is_zero_with_a_graph():
+    """Rows alone in their group are ignored (a masked mean, no device read); none left gives 0."""
+    z = torch.randn(4, 5, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    loss = multi_positive_nt_xent(z, torch.arange(4), 0.2)
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
 def test_byol_loss_reference_and_stop_gradient():
     p = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
     t = torch.tensor([[1.0, 0.0], [1.0, 0.0]], requires_grad=True)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from _helpers import DeviceReads
 
 from workbench.losses import (
     landmark_descriptor,
@@ -139,6 +140,32 @@ def test_gradients_flow_through_both_terms():
     fn = select_false_negatives(torch.randn(8, 3, generator=g), pos)
     maskfn_loss(z, pos, fn, 0.1, 0.8).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_terms_equal_the_boolean_index_form_and_nothing_is_read_from_the_device():
+    """``maskfn_terms`` drops the false negatives by index (the former form indexed with the boolean
+    ``has_fn``: a data-dependent shape); ``maskfn_loss`` takes a masked L2 mean (no ``bool(any)``)."""
+    g = torch.Generator().manual_seed(6)
+    m, tau = 12, 0.1
+    z = torch.randn(m, 6, generator=g, requires_grad=True)
+    lm = torch.rand(m, 68, 2, generator=g) * 64
+    pos = pair_positive_index(m // 2)
+    with DeviceReads() as reads:
+        fn = select_false_negatives(landmark_descriptor(lm), pos)
+        fn = torch.where(torch.arange(m) % 3 == 0, -1, fn)  # some rows without a false negative
+        l1, l2, has = maskfn_terms(z, pos, fn, tau)
+        loss = maskfn_loss(z, pos, fn, tau, 0.8)
+        loss.backward()
+    assert reads.host + reads.checks + reads.shapes + reads.python_data == []
+    rows = torch.arange(m)
+    drop = torch.eye(m, dtype=torch.bool)
+    drop[rows, pos] = True
+    drop[rows[has], fn[has]] = True
+    sim = torch.nn.functional.normalize(z.detach(), dim=1) @ torch.nn.functional.normalize(z.detach(), dim=1).t() / tau
+    neg = sim.masked_fill(drop, float("-inf"))
+    ref1 = torch.logsumexp(torch.cat([sim[rows, pos][:, None], neg], 1), 1) - sim[rows, pos]
+    torch.testing.assert_close(l1.detach(), ref1)
+    assert float(loss.detach()) == pytest.approx(float((l1.mean() + 0.8 * l2[has].mean()).detach()), rel=1e-6)
 
 
 def _face(mouth_open: float = 0.0) -> torch.Tensor:

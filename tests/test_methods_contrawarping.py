@@ -6,18 +6,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from _helpers import DeviceReads, cuda_paths
 
 from workbench.config import from_dict
 from workbench.errors import ConfigError, MissingMetadataError
-from workbench.losses import warp_negative_loss
+from workbench.losses import masked_mean, warp_negative_loss
 from workbench.methods import METHODS, Batch, get_method
 from workbench.methods.byol import BYOL, BYOLConfig
-from workbench.methods.contrawarping import (
-    ContraWarping,
-    ContraWarpingConfig,
-    masked_mean,
-    warp_negative_per_item,
-)
+from workbench.methods.contrawarping import ContraWarping, ContraWarpingConfig
 from workbench.models import Backbone
 
 S, B = 32, 4
@@ -89,6 +85,8 @@ def test_negative_term_grows_when_the_negative_is_the_positive(kind):
     assert high > low + 0.1
     with pytest.raises(ConfigError):
         warp_negative_loss(q, t, unrelated, "triplet")
+    with pytest.raises(ConfigError, match="reduction"):
+        warp_negative_loss(q, t, unrelated, kind, reduction="sum")
 
 
 @pytest.mark.parametrize("kind", ["margin", "infonce"])
@@ -104,14 +102,17 @@ def test_masked_negative_term_equals_the_boolean_index_formula(kind):
                torch.arange(b) == 4):
         old = (warp_negative_loss(p1[ok], t2[ok], n1[ok], kind, **kw)
                + warp_negative_loss(p2[ok], t1[ok], n2[ok], kind, **kw))
-        per = warp_negative_per_item(p1, t2, n1, kind, **kw) + warp_negative_per_item(p2, t1, n2, kind, **kw)
+        per = (warp_negative_loss(p1, t2, n1, kind, reduction="none", **kw)
+               + warp_negative_loss(p2, t1, n2, kind, reduction="none", **kw))
         new = masked_mean(per, ok)
         torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-7)
         g_old = torch.autograd.grad(old, [p1, p2])
         g_new = torch.autograd.grad(new, [p1, p2])
         for a, e in zip(g_new, g_old):
             torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-7)
-    per = warp_negative_per_item(p1, t2, n1, kind, **kw)
+    per = warp_negative_loss(p1, t2, n1, kind, reduction="none", **kw)
+    assert per.shape == (b,)
+    torch.testing.assert_close(per.mean(), warp_negative_loss(p1, t2, n1, kind, **kw), rtol=1e-6, atol=0)
     none = masked_mean(per, torch.zeros(b, dtype=torch.bool))
     assert float(none.detach()) == 0.0 and none.requires_grad
     grad = torch.autograd.grad(none, p1)[0]
@@ -200,11 +201,9 @@ def test_weight_zero_is_plain_byol_and_rows_without_landmarks_skip_the_negative(
 
 @pytest.mark.parametrize("over", [{}, {"negative_loss": "infonce", "negative_encoder": "online"}])
 def test_training_step_reads_nothing_from_the_device(plain, monkeypatch, over):
-    """One step (forward and backward, views as on CUDA) with a row without landmarks: no host read and
-    no data-dependent shape anywhere; nothing of the kind (nor a tensor built from Python data) in the
-    method's own code. (Elsewhere, ``_ops.warp_affine``'s ``linalg.inv`` still checks its error flag.)"""
-    from test_methods_ddp_views import DeviceReads, cuda_paths
-
+    """One step (forward and backward, views as on CUDA) with a row without landmarks: no host read, no
+    checked linear algebra and no data-dependent shape anywhere; nothing of the kind (nor a tensor built
+    from Python data) in the method's own code."""
     _, data = plain
     cuda_paths(monkeypatch)
     batch = make_batch(data, seed=4)
@@ -213,7 +212,7 @@ def test_training_step_reads_nothing_from_the_device(plain, monkeypatch, over):
     with DeviceReads() as reads:
         out = m.training_step(batch)
         out["loss"].backward()
-    assert reads.host == [] and reads.shapes == []  # in the whole step
+    assert reads.host == [] and reads.shapes == [] and reads.checks == []  # in the whole step
     assert reads.in_files("methods/contrawarping.py", "methods/byol.py") == []
     assert torch.isfinite(out["loss"]) and float(out["loss_negative"]) > 0
 

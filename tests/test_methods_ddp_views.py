@@ -1,86 +1,21 @@
-"""Views inside training steps: no device reads (``DeviceReads``, used by the method tests), and SSL-FER
-FaceSwap donors drawn from the global batch of 2 gloo processes."""
+"""Views inside training steps: the device-read detector (``_helpers.DeviceReads``) sees what it
+should, and SSL-FER FaceSwap donors drawn from the global batch of 2 gloo processes."""
 
 from __future__ import annotations
-
-import functools
-import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
+from _helpers import DeviceReads
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import from_dict
 from workbench.methods import Batch
 from workbench.methods.sslfer import SSLFER, SSLFERConfig
-from workbench.views import FaceSwapConfig, _ops, face_swap, render_faces, template_landmarks
+from workbench.views import FaceSwapConfig, face_swap, render_faces, template_landmarks
 from workbench.views.faceswap import gather_donor_pool
 
-# -- device-read detector -------------------------------------------------------------------------
-
-#: ops that return a host value (``.item()``, ``bool()``, ``int()``, ``float()``, ``.tolist()``, ...)
-HOST_READS = {"aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.equal.default"}
-#: ops that read a device error flag on the host (``torch.linalg.inv`` and other checked linear algebra)
-CHECKS = {"aten._linalg_check_errors.default"}
-#: ops whose output shape depends on the values (a device read on CUDA), besides boolean-mask indexing
-DATA_SHAPES = {"aten.nonzero.default", "aten.masked_select.default", "aten._unique2.default",
-               "aten.unique_dim.default", "aten.unique_consecutive.default", "aten.repeat_interleave.Tensor",
-               "aten.masked_scatter.default", "aten.masked_scatter_.default"}
-
-
-class DeviceReads(TorchDispatchMode):
-    """Records, per op of the block (backward included), what would stall a CUDA stream.
-
-    ``host``: host reads of tensor values; ``checks``: device error flags read on the host (checked
-    linear algebra); ``shapes``: data-dependent output shapes (boolean-mask indexing, nonzero, unique,
-    masked_select, ...); ``python_data``: non-scalar tensors built from Python data (a Python-list
-    index or ``torch.tensor(list)``: a synchronous host-to-device copy on CUDA). Each entry is
-    ``"op @ file:line"`` of the innermost ``workbench`` frame (``?`` in backward).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.host: list[str] = []
-        self.checks: list[str] = []
-        self.shapes: list[str] = []
-        self.python_data: list[str] = []
-
-    @staticmethod
-    def _where() -> str:
-        frames = [f for f in traceback.extract_stack() if "/workbench/" in f.filename.replace("\\", "/")]
-        if not frames:
-            return "?"
-        f = frames[-1]
-        return f"{f.filename.replace(chr(92), '/').split('/workbench/')[-1]}:{f.lineno}"
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        if name in HOST_READS:
-            self.host.append(f"{name} @ {self._where()}")
-        elif name in CHECKS:
-            self.checks.append(f"{name} @ {self._where()}")
-        elif name in DATA_SHAPES:
-            self.shapes.append(f"{name} @ {self._where()}")
-        elif name.startswith(("aten.index.", "aten.index_put")) and any(
-                isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
-            self.shapes.append(f"{name}[mask] @ {self._where()}")
-        elif name == "aten.lift_fresh.default" and args[0].dim() > 0:
-            self.python_data.append(f"{name} @ {self._where()}")
-        return func(*args, **(kwargs or {}))
-
-    def in_files(self, *files: str) -> list[str]:
-        """The entries of every kind whose source is one of ``files`` (paths under workbench/)."""
-        return [e for e in self.host + self.checks + self.shapes + self.python_data
-                if e.split(" @ ")[1].split(":")[0] in files]
-
-
-def cuda_paths(monkeypatch) -> None:
-    """Run the views as on CUDA: ``_ops.apply_where`` computes on the whole batch with ``torch.where``
-    (its CPU default, ``subset``, gathers the selected rows with ``nonzero``: cheaper on a CPU, where a
-    read costs nothing)."""
-    monkeypatch.setattr(_ops, "apply_where", functools.partial(_ops.apply_where, subset=False))
+# -- device-read detector (``DeviceReads`` and ``cuda_paths`` live in ``_helpers``) -----------------
 
 
 def test_detector_sees_host_reads_masks_and_python_lists():

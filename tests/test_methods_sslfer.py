@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _helpers import DeviceReads, cuda_paths
 
 from workbench.config import from_dict
 from workbench.errors import CheckpointError, ConfigError, MissingMetadataError
@@ -192,24 +193,19 @@ def test_training_step_is_maskfn_over_the_views_with_protected_hard_negatives(cl
     assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
-def test_masked_maskfn_terms_equal_the_library_terms():
-    """The step's MaskFN terms (one drop mask, no boolean-mask indexing) = ``maskfn_terms``; the masked
-    L2 mean = the mean over rows with a false negative, 0 with a gradient path when there is none."""
-    from workbench.losses.maskfn import maskfn_terms
-    from workbench.methods.sslfer import _maskfn_terms
+def test_step_maskfn_terms_are_the_library_terms_with_a_masked_l2_mean():
+    """The step's MaskFN terms are ``maskfn_terms`` (no boolean-mask indexing); its L2 term is the
+    masked mean = the mean over rows with a false negative, 0 with a gradient path when there is none."""
+    from workbench.losses import masked_mean, maskfn_terms
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(12, 6, generator=g, requires_grad=True)
     pos = pair_positive_index(6)
     fn = torch.tensor([3, -1, 0, 7, -1, 2, 11, 4, -1, 1, 5, 8])
-    for f in (fn, torch.full_like(fn, -1)):
-        got, want = _maskfn_terms(z, pos, f, 0.1), maskfn_terms(z, pos, f, 0.1)
-        for a, e in zip(got, want):
-            torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
-    l1, l2, has = _maskfn_terms(z, pos, fn, 0.1)
-    torch.testing.assert_close(l2.sum() / has.sum().clamp_min(1), l2[has].mean())
-    l1, l2, has = _maskfn_terms(z, pos, torch.full_like(fn, -1), 0.1)
-    none = l2.sum() / has.sum().clamp_min(1)
+    l1, l2, has = maskfn_terms(z, pos, fn, 0.1)
+    torch.testing.assert_close(masked_mean(l2, has), l2[has].mean())
+    l1, l2, has = maskfn_terms(z, pos, torch.full_like(fn, -1), 0.1)
+    none = masked_mean(l2, has)
     assert float(none.detach()) == 0.0 and none.requires_grad
 
 
@@ -219,10 +215,7 @@ def test_training_step_reads_nothing_from_the_device(clips, monkeypatch, over):
     """One step (forward and backward, views as on CUDA) with FaceSwap, MaskFN and a positive without
     landmarks (it used to stop ``linalg.inv``): no host read and no data-dependent shape anywhere;
     nothing of the kind (nor a tensor built from Python data) in the method or FaceSwap code, after a
-    first step that builds the per-device landmark indices. (Elsewhere, ``_ops.warp_affine``'s
-    ``linalg.inv`` still checks its error flag.)"""
-    from test_methods_ddp_views import DeviceReads, cuda_paths
-
+    first step that builds the per-device landmark indices (``_ops.index_tensor``)."""
     _, data = clips
     cuda_paths(monkeypatch)
     m = method(**over)
@@ -232,7 +225,7 @@ def test_training_step_reads_nothing_from_the_device(clips, monkeypatch, over):
     with DeviceReads() as reads:
         out = m.training_step(batch)
         out["loss"].backward()
-    assert reads.host == [] and reads.shapes == []  # in the whole step
+    assert reads.host == [] and reads.shapes == [] and reads.checks == []  # in the whole step
     assert reads.in_files("methods/sslfer.py", "views/faceswap.py") == []
     assert torch.isfinite(out["loss"])
 

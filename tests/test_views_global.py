@@ -201,6 +201,48 @@ def test_shift_hue_equals_the_hsv_round_trip_with_shifted_hue():
     torch.testing.assert_close(_ops.shift_hue(x, torch.zeros(4)), x, atol=2e-6, rtol=0)
 
 
+def test_closed_form_affine_helpers_match_the_matrix_formulas():
+    """``warp_affine``'s normalised theta is the former ``N_in @ A @ inv(N_out)`` bit for bit (CPU) and
+    ``invert_affine`` is the matrix inverse, both without ``linalg.inv`` (its device error-flag read)."""
+    g = gen(3)
+    for (h, w), (ho, wo) in (((64, 64), (64, 64)), ((37, 90), (112, 17)), ((5, 300), (1, 2))):
+        aff = torch.randn(32, 2, 3, generator=g) * torch.tensor([0.5, 0.3, 10.0]) + torch.eye(2, 3)
+        ref = (_ops.pixel_to_norm_matrix(h, w, aff.device) @ _ops.to3x3(aff.double())
+               @ torch.linalg.inv(_ops.pixel_to_norm_matrix(ho, wo, aff.device)))[:, :2]
+        assert torch.equal(_ops._norm_theta(aff, (h, w), (ho, wo)), ref)
+        inv = torch.linalg.inv(_ops.to3x3(aff.double()))[:, :2]
+        torch.testing.assert_close(_ops.invert_affine(aff.double()), inv, rtol=1e-12, atol=1e-12)
+        assert torch.equal(_ops.invert_affine(aff), inv.float())
+        pts = torch.rand(32, 5, 2, generator=g, dtype=torch.float64) * 64
+        back = _ops.apply_affine(_ops.invert_affine(aff.double()), _ops.apply_affine(aff.double(), pts))
+        torch.testing.assert_close(back, pts, rtol=0, atol=1e-9)
+
+
+def test_global_augment_with_landmarks_reads_nothing_from_the_device(monkeypatch):
+    """Views as on CUDA, landmarks mapped and re-indexed on flips: no entry of ``DeviceReads`` after a
+    first call that builds the flip permutation on the device."""
+    from _helpers import DeviceReads, cuda_paths
+
+    cuda_paths(monkeypatch)
+    x, lm = faces(4, 32)
+    cfg = GlobalViewConfig(hflip_p=0.5, rotate_deg=10.0, solarize_p=0.5)
+    global_augment(x, cfg, gen(1), landmarks=lm)
+    with DeviceReads() as reads:
+        global_augment(x, cfg, gen(2), landmarks=lm)
+    assert reads.host + reads.checks + reads.shapes + reads.python_data == []
+
+
+def test_landmark_indices_are_slices_or_cached_device_tensors():
+    from workbench.data.landmarks import ALIGN_POINTS, MOUTH
+
+    lm = torch.randn(3, 68, 2)
+    assert _ops.point_index(MOUTH, lm.device) == slice(48, 68)
+    idx = _ops.point_index(ALIGN_POINTS, lm.device)  # not contiguous: one tensor per device, reused
+    assert isinstance(idx, torch.Tensor) and idx is _ops.point_index(list(ALIGN_POINTS), lm.device)
+    for points in (MOUTH, ALIGN_POINTS, FLIP_PERMUTATION, (5,)):
+        assert torch.equal(_ops.take_points(lm, points), lm[:, list(points)])
+
+
 @pytest.mark.parametrize("pattern", ["none", "all", "some"])
 def test_apply_where_subset_and_full_batch_paths_agree(pattern):
     x = torch.rand(6, 3, 8, 8, generator=gen())

@@ -11,6 +11,7 @@ In a manifest, landmarks live in one column ``landmarks`` holding 136 numbers
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,6 +46,16 @@ PARTS: dict[str, tuple[int, ...]] = {
 
 #: Points used for similarity alignment (Matthew Earl's face swap ALIGN_POINTS: brows, eyes, nose, mouth).
 ALIGN_POINTS: tuple[int, ...] = BROWS + EYES + NOSE + tuple(range(48, 61))
+
+
+def index_span(idx: Sequence[int]) -> slice | None:
+    """``idx`` as a slice when it is a contiguous ascending range (e.g. every PARTS entry but
+    ALIGN_POINTS), else None. Indexing a tensor with the slice gives a view: no index tensor to
+    copy to the device."""
+    idx = tuple(int(i) for i in idx)
+    if idx and idx == tuple(range(idx[0], idx[-1] + 1)):
+        return slice(idx[0], idx[-1] + 1)
+    return None
 
 
 def format_landmarks(points: np.ndarray) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from workbench.losses._reduce import masked_mean
+
 
 def nt_xent(z: torch.Tensor, positive_index: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """NT-Xent / InfoNCE over ``2N`` (or any M) rows with one positive per row (SimCLR).
@@ -54,11 +56,9 @@ def _multi_positive(z: torch.Tensor, groups: torch.Tensor, temperature: float) -
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
     pos = (groups.view(-1, 1) == groups.view(1, -1)) & ~eye
     n_pos = pos.sum(1)
-    valid = n_pos > 0
-    if not bool(valid.any()):
-        return z.sum() * 0.0
     mean_log_prob = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
-    return -(mean_log_prob[valid]).mean()
+    # mean over rows with a positive (0, graph kept, when none): no device read, no data-dependent shape
+    return -masked_mean(mean_log_prob, n_pos > 0)
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from workbench.data.landmarks import LEFT_EYE, MOUTH, RIGHT_EYE
+from workbench.data.landmarks import LEFT_EYE, MOUTH, RIGHT_EYE, index_span
+from workbench.losses._reduce import masked_mean
+
+
+def _span(idx: tuple[int, ...]) -> slice:
+    span = index_span(idx)
+    assert span is not None, "a contiguous landmark range"
+    return span
 
 
 def select_false_negatives(descriptors: Tensor, positive_index: Tensor, protect: Tensor | None = None) -> Tensor:
@@ -53,7 +60,9 @@ def maskfn_terms(z: Tensor, positive_index: Tensor, false_negative: Tensor | Non
                  temperature: float = 0.07) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row ``(L1, L2, has_fn)``: (M,), (M,) (0 where ``has_fn`` is False) and (M,) bool.
 
-    ``false_negative`` (M,) int64 row indices (−1 = none for that row) or None (no removal).
+    ``false_negative`` (M,) int64 row indices (−1 = none for that row) or None (no removal). The
+    false negatives are dropped by index, ``drop[i, max(fn_i, 0)] |= fn_i >= 0``: no boolean-mask
+    indexing (a data-dependent shape, i.e. a device read on CUDA).
     """
     z = F.normalize(z.float(), dim=1)
     m = z.shape[0]
@@ -63,20 +72,21 @@ def maskfn_terms(z: Tensor, positive_index: Tensor, false_negative: Tensor | Non
     fn = torch.full((m,), -1, dtype=torch.long, device=dev) if false_negative is None else false_negative.to(dev)
     has_fn = fn >= 0
     sim = z @ z.t() / temperature
+    col = fn.clamp_min(0)
     drop = torch.eye(m, dtype=torch.bool, device=dev)
     drop[rows, pos] = True
-    drop[rows[has_fn], fn[has_fn]] = True
+    drop[rows, col] = drop[rows, col] | has_fn
     negatives = sim.masked_fill(drop, float("-inf"))
     s_pos = sim[rows, pos]
     l1 = torch.logsumexp(torch.cat([s_pos[:, None], negatives], dim=1), dim=1) - s_pos
-    s_fn = sim[rows, fn.clamp_min(0)]
+    s_fn = sim[rows, col]
     l2 = torch.logsumexp(torch.cat([s_fn[:, None], negatives], dim=1), dim=1) - s_fn
     return l1, torch.where(has_fn, l2, torch.zeros_like(l2)), has_fn
 
 
 def maskfn_loss(z: Tensor, positive_index: Tensor, false_negative: Tensor | None, temperature: float = 0.07,
                 lam: float = 0.8) -> Tensor:
-    """``mean(L1) + λ·mean(L2)`` (the L2 mean runs over rows that have a false negative).
+    """``mean(L1) + λ·mean(L2)`` (the L2 mean runs over rows that have a false negative; 0 when none).
 
     Args:
         z: (M, D) embeddings (normalised inside).
@@ -88,8 +98,8 @@ def maskfn_loss(z: Tensor, positive_index: Tensor, false_negative: Tensor | None
     """
     l1, l2, has_fn = maskfn_terms(z, positive_index, false_negative, temperature)
     loss = l1.mean()
-    if bool(has_fn.any()) and lam != 0:
-        loss = loss + lam * l2[has_fn].mean()
+    if false_negative is not None and lam != 0:  # masked mean: no device read
+        loss = loss + lam * masked_mean(l2, has_fn)
     return loss
 
 
@@ -104,15 +114,15 @@ def landmark_descriptor(landmarks: Tensor) -> Tensor:
     landmarks give a zero vector (cosine 0 with everything).
     """
     lm = landmarks.float()
-    right = lm[:, list(RIGHT_EYE)].mean(dim=1)
-    left = lm[:, list(LEFT_EYE)].mean(dim=1)
+    right = lm[:, _span(RIGHT_EYE)].mean(dim=1)  # slices (views): no Python-list index copied to the device
+    left = lm[:, _span(LEFT_EYE)].mean(dim=1)
     v = left - right
     iod = v.norm(dim=-1).clamp_min(1e-6)
     cos, sin = v[:, 0] / iod, v[:, 1] / iod
     rot = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], 1)  # rotate by −angle
 
     def block(idx: tuple[int, ...]) -> Tensor:
-        pts = lm[:, list(idx)]
+        pts = lm[:, _span(idx)]
         pts = pts - pts.mean(dim=1, keepdim=True)
         return (pts @ rot.transpose(1, 2)) / iod[:, None, None]
 

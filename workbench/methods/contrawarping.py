@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from workbench.config import param
 from workbench.errors import MissingMetadataError
-from workbench.losses import byol_loss
-from workbench.losses.warp_negative import NEGATIVE_LOSSES
+from workbench.losses import byol_loss, masked_mean
+from workbench.losses.warp_negative import NEGATIVE_LOSSES, warp_negative_loss
 from workbench.methods.base import Batch
 from workbench.methods.byol import BYOL, BYOLConfig
 from workbench.views.global_aug import global_augment
@@ -139,37 +138,12 @@ class ContraWarping(BYOL):
         negs = torch.cat([v.neg1.flatten(0, 1), v.neg2.flatten(0, 1)])
         zn = self(negs)["z"] if c.negative_encoder == "online" else self.target_z(negs)
         n1, n2 = zn.view(2, c.negatives, b, -1).transpose(1, 2)  # each (B, n, P)
-        kw = {"margin": c.margin, "temperature": c.temperature}
-        per_item = (warp_negative_per_item(p1, t2, n1, c.negative_loss, **kw)
-                    + warp_negative_per_item(p2, t1, n2, c.negative_loss, **kw))
-        loss_neg = masked_mean(per_item, v.valid)
+        kw = {"margin": c.margin, "temperature": c.temperature, "reduction": "none"}
+        per_item = (warp_negative_loss(p1, t2, n1, c.negative_loss, **kw)
+                    + warp_negative_loss(p2, t1, n2, c.negative_loss, **kw))
+        loss_neg = masked_mean(per_item, v.valid)  # over rows with landmarks, no device read
         loss = loss_byol + c.negative_weight * loss_neg
         return {"loss": loss, "z": z.detach()[:b], "loss_byol": loss_byol.detach(), "loss_negative": loss_neg.detach()}
 
 
-def warp_negative_per_item(prediction: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
-                           kind: str = "margin", *, margin: float = 0.5, temperature: float = 0.2) -> torch.Tensor:
-    """(B,) per-item values of :func:`workbench.losses.warp_negative.warp_negative_loss` (same
-    arguments and defaults, ``kind`` assumed valid): ``margin`` = ``mean_j relu(cos(q, n_j) - cos(q, t)
-    + m)``, ``infonce`` = ``-log softmax`` of the positive among [t, n_1..n_n]. The mean over items of
-    this equals ``warp_negative_loss`` (every item has the same number of negatives)."""
-    q = F.normalize(prediction.float(), dim=-1)
-    t = F.normalize(positive.float(), dim=-1)
-    n = F.normalize(negatives.float(), dim=-1)
-    cos_pos = (q * t).sum(-1)  # (B,)
-    cos_neg = torch.einsum("bd,bnd->bn", q, n)  # (B, n)
-    if kind == "margin":
-        return F.relu(cos_neg - cos_pos[:, None] + margin).mean(dim=1)
-    logits = torch.cat([cos_pos[:, None], cos_neg], dim=1) / temperature
-    return torch.logsumexp(logits, dim=1) - logits[:, 0]
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` (B,) over the rows where ``mask`` (B,) is True, without a device read:
-    ``sum(where(mask, values, 0)) / max(1, sum(mask))``; 0 (still connected to the graph of ``values``)
-    when no row is selected. Unselected rows contribute no value and a zero gradient to ``values``."""
-    picked = torch.where(mask, values, torch.zeros_like(values))
-    return picked.sum() / mask.sum().clamp_min(1).to(values.dtype)
-
-
-__all__ = ["ContraWarping", "ContraWarpingConfig", "ContraWarpingViews", "masked_mean", "warp_negative_per_item"]
+__all__ = ["ContraWarping", "ContraWarpingConfig", "ContraWarpingViews"]

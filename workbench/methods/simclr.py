@@ -64,5 +64,6 @@ def gathered_nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     sim = q @ keys.t() / temperature
     local = torch.arange(m, device=z.device)
     own = rank * m + local
-    sim = sim.masked_fill(F.one_hot(own, keys.shape[0]).bool(), float("-inf"))
+    # each row's own key (a comparison mask: F.one_hot reads the indices' max on non-CUDA devices)
+    sim = sim.masked_fill(own[:, None] == torch.arange(keys.shape[0], device=z.device), float("-inf"))
     return F.cross_entropy(sim, rank * m + (local + m // 2) % m)

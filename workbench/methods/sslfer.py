@@ -12,8 +12,8 @@ from torch import nn
 
 from workbench.config import param
 from workbench.errors import CheckpointError, ConfigError, MissingMetadataError
-from workbench.losses import nt_xent, pair_positive_index
-from workbench.losses.maskfn import landmark_descriptor, select_false_negatives
+from workbench.losses import masked_mean, nt_xent, pair_positive_index
+from workbench.losses.maskfn import landmark_descriptor, maskfn_terms, select_false_negatives
 from workbench.methods.base import (
     Batch,
     MethodConfig,
@@ -449,9 +449,9 @@ class SSLFER(SSLMethod):
             protect = (item[:, None] == item[None, :]) if c.protect_hard_negatives else None
             with torch.autocast(device_type=desc.device.type, enabled=False):
                 fn = select_false_negatives(desc, pos, protect)
-            l1, l2, has_fn = _maskfn_terms(z, pos, fn, c.temperature)
+            l1, l2, has_fn = maskfn_terms(z, pos, fn, c.temperature)
             # mean of L2 over rows with a false negative; 0 (graph kept) when there is none
-            loss_l2 = l2.sum() / has_fn.sum().clamp_min(1)
+            loss_l2 = masked_mean(l2, has_fn)
             loss = l1.mean() + c.maskfn_lambda * loss_l2
             same = (item[fn.clamp_min(0)] == item) & has_fn
             out.update(maskfn_l1=l1.mean().detach(), maskfn_l2=loss_l2.detach(),
@@ -459,27 +459,6 @@ class SSLFER(SSLMethod):
         else:
             loss = nt_xent(z, pos, c.temperature)
         return {"loss": loss, "z": z_local.detach()[:n_items], **out}
-
-
-def _maskfn_terms(z: torch.Tensor, positive_index: torch.Tensor, false_negative: torch.Tensor,
-                  temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`workbench.losses.maskfn.maskfn_terms` (same values) without its boolean-mask indexing
-    (a data-dependent shape: a device read per step on CUDA): the dropped logits are one mask
-    ``k == i | k == pos[i] | (k == fn[i] & fn[i] >= 0)``. Returns (L1, L2 (0 without a false
-    negative), has_fn), each (M,)."""
-    z = torch.nn.functional.normalize(z.float(), dim=1)
-    m = z.shape[0]
-    k = torch.arange(m, device=z.device)
-    pos, fn = positive_index.to(z.device), false_negative.to(z.device)
-    has_fn = fn >= 0
-    sim = z @ z.t() / temperature
-    drop = (k[None] == k[:, None]) | (k[None] == pos[:, None]) | ((k[None] == fn[:, None]) & has_fn[:, None])
-    negatives = sim.masked_fill(drop, float("-inf"))
-    s_pos = sim.gather(1, pos[:, None]).squeeze(1)
-    l1 = torch.logsumexp(torch.cat([s_pos[:, None], negatives], dim=1), dim=1) - s_pos
-    s_fn = sim.gather(1, fn.clamp_min(0)[:, None]).squeeze(1)
-    l2 = torch.logsumexp(torch.cat([s_fn[:, None], negatives], dim=1), dim=1) - s_fn
-    return l1, torch.where(has_fn, l2, torch.zeros_like(l2)), has_fn
 
 
 def _gather_rows(z: torch.Tensor, pos: torch.Tensor, item: torch.Tensor, n_items: int,
@@ -490,7 +469,7 @@ def _gather_rows(z: torch.Tensor, pos: torch.Tensor, item: torch.Tensor, n_items
     if world == 1:
         return z, pos, item, desc
     m = z.shape[0]
-    shift = torch.arange(world, device=z.device).repeat_interleave(m)
+    shift = torch.arange(world * m, device=z.device) // m  # rank of each gathered row
     pos_all = pos.repeat(world) + shift * m
     item_all = item.repeat(world) + shift * n_items
     desc_all = None if desc is None else all_gather_with_grad(desc.detach().float())

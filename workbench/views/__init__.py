@@ -6,11 +6,14 @@ parameters are drawn per sample. Samplers are numpy, seeded per (seed, epoch).
 """
 
 from workbench.views.faceswap import (
+    DonorPool,
     FaceSwapConfig,
     SwapResult,
     donor_landmarks,
     face_swap,
     face_swap_details,
+    gather_donor_pool,
+    invert_similarity,
     pick_donors,
     procrustes,
     swap_with_donors,
@@ -37,6 +40,7 @@ __all__ = [
     "FLIP_PERMUTATION",
     "AugResult",
     "ClipSampler",
+    "DonorPool",
     "FaceSwapConfig",
     "GlobalViewConfig",
     "IndexSampler",
@@ -49,7 +53,9 @@ __all__ = [
     "donor_landmarks",
     "face_swap",
     "face_swap_details",
+    "gather_donor_pool",
     "global_augment",
+    "invert_similarity",
     "local_warp",
     "part_boxes",
     "part_mask",

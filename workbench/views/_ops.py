@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from workbench.data.landmarks import index_span
 from workbench.errors import ConfigError
 
 _F = TypeVar("_F", bound=Callable)
@@ -98,9 +99,37 @@ def apply_where(images: Tensor, mask: Tensor, fn, *, subset: bool | None = None)
     return images.index_copy_(0, idx, fn(images.index_select(0, idx), idx).to(images.dtype))
 
 
+# --------------------------------------------------------------------------- indices
+_INDEX_CACHE: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+
+def index_tensor(idx: Sequence[int], device: torch.device | str) -> Tensor:
+    """``idx`` as an int64 tensor on ``device``, built once per (indices, device) and reused: indexing a
+    CUDA tensor with a Python list copies the list to the device and synchronises the stream every call."""
+    key = (tuple(int(i) for i in idx), torch.device(device))
+    out = _INDEX_CACHE.get(key)
+    if out is None:
+        with torch.inference_mode(False):  # usable outside inference mode whoever builds it first
+            out = _INDEX_CACHE[key] = torch.tensor(key[0], dtype=torch.long, device=device)
+    return out
+
+
+def point_index(idx: Sequence[int], device: torch.device | str) -> slice | Tensor:
+    """An index for ``landmarks[:, point_index(idx, dev)]`` (read or write) with no per-call host-to-device
+    copy: a slice (a view) when ``idx`` is a contiguous ascending range, else :func:`index_tensor`."""
+    span = index_span(idx)
+    return span if span is not None else index_tensor(idx, device)
+
+
+def take_points(points: Tensor, idx: Sequence[int]) -> Tensor:
+    """``points[:, idx]`` of (B, K, ...) points, without a Python-list index (see :func:`point_index`)."""
+    return points[:, point_index(idx, points.device)]
+
+
 # --------------------------------------------------------------------------- affine warps
 def pixel_to_norm_matrix(h: int, w: int, device: torch.device) -> Tensor:
-    """3x3 matrix mapping pixel-centre coordinates to grid_sample's normalised coordinates."""
+    """3x3 matrix mapping pixel-centre coordinates to grid_sample's normalised coordinates (a host
+    constant; the per-step code composes it in closed form instead, see :func:`warp_affine`)."""
     return torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0],
                          [0.0, 2.0 / h, 1.0 / h - 1.0],
                          [0.0, 0.0, 1.0]], device=device, dtype=torch.float64)
@@ -114,13 +143,41 @@ def to3x3(affine: Tensor) -> Tensor:
 
 
 def invert_affine(affine: Tensor) -> Tensor:
-    """Inverse of a batch of (B, 2, 3) affine maps."""
-    return torch.linalg.inv(to3x3(affine.double()))[:, :2].to(affine.dtype)
+    """Inverse of a batch of (B, 2, 3) affine maps ``[L | t]``: ``[L⁻¹ | −L⁻¹ t]`` in closed form (float64,
+    ``L⁻¹ = [[d, −b], [−c, a]] / det``), so no error flag is read from the device as ``linalg.inv``
+    does; a singular ``L`` gives non-finite values instead of an error."""
+    m = affine.double()
+    a, b, tx = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    c, d, ty = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    first = torch.stack([ia, ib, -(ia * tx + ib * ty)], dim=-1)
+    second = torch.stack([ic, id_, -(ic * tx + id_ * ty)], dim=-1)
+    return torch.stack([first, second], dim=1).to(affine.dtype)
 
 
 def apply_affine(affine: Tensor, points: Tensor) -> Tensor:
     """Apply (B, 2, 3) affine maps to (B, K, 2) points."""
     return points @ affine[:, :, :2].transpose(1, 2) + affine[:, None, :, 2]
+
+
+def _norm_theta(affine: Tensor, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
+    """(B, 2, 3) float64 ``N_in @ [affine; 0 0 1] @ N_out⁻¹`` (``N`` = :func:`pixel_to_norm_matrix`): the
+    affine in grid_sample's normalised coordinates, composed in closed form (no host-built matrix, no
+    ``linalg.inv`` and its device error-flag read). ``N_out⁻¹`` is upper triangular: diagonal ``1 / (2 / n)``,
+    offset ``−(1 / (2 / n)) (1 / n − 1)``, rounded as the LU back-substitution of ``linalg.inv`` rounds
+    them, and the products are accumulated in the matmuls' order, so theta equals the former
+    ``pixel_to_norm_matrix(h, w) @ to3x3(affine) @ linalg.inv(pixel_to_norm_matrix(ho, wo))`` bit for bit
+    on CPU."""
+    (h, w), (ho, wo) = in_hw, out_hw
+    ix, iy = 1.0 / (2.0 / wo), 1.0 / (2.0 / ho)
+    jx, jy = -ix * (1.0 / wo - 1.0), -iy * (1.0 / ho - 1.0)
+    m = affine.double()
+    rows = []
+    for r, (scale, offset) in enumerate(((2.0 / w, 1.0 / w - 1.0), (2.0 / h, 1.0 / h - 1.0))):
+        p0, p1, p2 = m[:, r, 0] * scale, m[:, r, 1] * scale, m[:, r, 2] * scale + offset  # row r of N_in @ A
+        rows.append(torch.stack([p0 * ix, p1 * iy, (p0 * jx + p1 * jy) + p2], dim=-1))
+    return torch.stack(rows, dim=1)
 
 
 def warp_affine(images: Tensor, affine: Tensor, out_hw: tuple[int, int], *, padding: str = "zeros",
@@ -132,8 +189,7 @@ def warp_affine(images: Tensor, affine: Tensor, out_hw: tuple[int, int], *, padd
     b, _, h, w = images.shape
     ho, wo = out_hw
     dev = images.device
-    theta = (pixel_to_norm_matrix(h, w, dev) @ to3x3(affine.double()) @ torch.linalg.inv(
-        pixel_to_norm_matrix(ho, wo, dev)))[:, :2].to(images.dtype)
+    theta = _norm_theta(affine, (h, w), (ho, wo)).to(images.dtype)
     # = F.affine_grid(theta, align_corners=False), by broadcasting (its batched matmul with an inner
     # dimension of 3 was ~40 % of this function on CPU)
     xs = (torch.arange(wo, device=dev, dtype=images.dtype) * 2 + 1) / wo - 1
@@ -154,9 +210,9 @@ def pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype = torch.
 def sample_at_pixels(images: Tensor, coords: Tensor, *, padding: str = "border") -> Tensor:
     """Bilinear sample of ``images`` at (B, Ho, Wo, 2) pixel-centre coordinates (x, y)."""
     _, _, h, w = images.shape
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=coords.device, dtype=coords.dtype)
-    offset = torch.tensor([1.0 / w - 1.0, 1.0 / h - 1.0], device=coords.device, dtype=coords.dtype)
-    grid = (coords * scale + offset).to(images.dtype)
+    gx = coords[..., 0] * (2.0 / w) + (1.0 / w - 1.0)
+    gy = coords[..., 1] * (2.0 / h) + (1.0 / h - 1.0)
+    grid = torch.stack([gx, gy], dim=-1).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
@@ -198,7 +254,7 @@ def shift_hue(images: Tensor, shift: Tensor) -> Tensor:
     cr = maxc - images.amin(dim=1)
     # hue in sixths of a turn, shifted; k_n = (n + 6 h) mod 6 needs no separate "mod 1" (periodic)
     h6 = _hue_sixths(images, maxc, cr).add_(6.0 + 6.0 * shift.view(-1, 1, 1).to(images.dtype))[:, None]
-    n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)  # 5, 3, 1
     t = n + h6
     k = t.sub_(torch.floor(t * (1.0 / 6.0)).mul_(6.0))  # mod 6 (torch.remainder costs 2x more)
     return maxc[:, None] - cr[:, None] * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
@@ -207,7 +263,7 @@ def shift_hue(images: Tensor, shift: Tensor) -> Tensor:
 def hsv_to_rgb(hsv: Tensor) -> Tensor:
     """Inverse of :func:`rgb_to_hsv` (closed form: ``c_n = v - v s clamp(min(k, 4 - k), 0, 1)``)."""
     h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
-    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)  # 5, 3, 1
     k = torch.remainder(n + h * 6.0, 6.0)
     return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
@@ -289,8 +345,9 @@ def _hull_chunk(pts: Tensor, homog: Tensor, tolerance: float) -> Tensor:
     a = -e[..., 1] / norm
     bb = e[..., 0] / norm
     c = (e[..., 1] * pts[..., 0] - e[..., 0] * pts[..., 1]) / norm
-    coef = torch.stack([a, bb, c], dim=-1)
-    coef = torch.where(valid[..., None], coef, torch.tensor([0.0, 0.0, 1.0], device=pts.device))
+    # points without a supporting edge get the always-true constraint 0 x + 0 y + 1 >= 0
+    coef = torch.stack([torch.where(valid, a, 0.0), torch.where(valid, bb, 0.0), torch.where(valid, c, 1.0)],
+                       dim=-1)
     inside = (coef @ homog).amin(dim=1) >= -tolerance  # (B, HW)
     return inside & valid.any(dim=1)[:, None] & _hull_area_positive(pts)[:, None]
 

@@ -83,20 +83,6 @@ class SwapResult:
     landmarks: Tensor
 
 
-_INDEX_CACHE: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
-
-
-def _index(idx: tuple[int, ...], device: torch.device) -> Tensor:
-    """``idx`` as an int64 tensor on ``device``, built once per device and reused: indexing a CUDA
-    tensor with a Python list copies the list to the device and synchronises the stream on every call."""
-    key = (tuple(idx), torch.device(device))
-    out = _INDEX_CACHE.get(key)
-    if out is None:
-        with torch.inference_mode(False):  # usable outside inference mode whoever builds it first
-            out = _INDEX_CACHE[key] = torch.tensor(key[0], dtype=torch.long, device=device)
-    return out
-
-
 def procrustes(src: Tensor, dst: Tensor) -> Tensor:
     """Batched least-squares similarity (B, 2, 3) with ``dst ~ s R src + t`` (no reflection).
 
@@ -132,8 +118,8 @@ def invert_similarity(affine: Tensor) -> Tensor:
 
 def eye_distance(landmarks: Tensor) -> Tensor:
     """(B,) distance between the eye centres (means of 36-41 and 42-47), as Earl's script."""
-    right = landmarks[:, _index(RIGHT_EYE, landmarks.device)].mean(1)
-    left = landmarks[:, _index(LEFT_EYE, landmarks.device)].mean(1)
+    right = _ops.take_points(landmarks, RIGHT_EYE).mean(1)
+    left = _ops.take_points(landmarks, LEFT_EYE).mean(1)
     return (left - right).norm(dim=-1)
 
 
@@ -141,7 +127,7 @@ def overlay_mask(landmarks: Tensor, h: int, w: int) -> Tensor:
     """(B, H, W) bool union of the filled convex hulls of the OVERLAY_GROUPS."""
     out = torch.zeros((landmarks.shape[0], h, w), dtype=torch.bool, device=landmarks.device)
     for group in OVERLAY_GROUPS:
-        out |= _ops.convex_hull_mask(landmarks[:, _index(group, landmarks.device)], h, w)
+        out |= _ops.convex_hull_mask(_ops.take_points(landmarks, group), h, w)
     return out
 
 
@@ -178,11 +164,11 @@ def _feather_kernels(sigma: Tensor, limit: int) -> Tensor:
 
 def swapped_landmarks(face_landmarks: Tensor, head_landmarks: Tensor) -> Tensor:
     """Landmarks of ``face_swap(head, face)``: head jaw + the face's inner points aligned onto the head."""
-    align = _index(ALIGN_POINTS, face_landmarks.device)
-    affine = procrustes(face_landmarks[:, align], head_landmarks[:, align])
+    affine = procrustes(_ops.take_points(face_landmarks, ALIGN_POINTS),
+                        _ops.take_points(head_landmarks, ALIGN_POINTS))
     warped = _ops.apply_affine(affine, face_landmarks)
     out = head_landmarks.clone()
-    idx = _index(INNER_FACE, out.device)
+    idx = _ops.point_index(INNER_FACE, out.device)
     out[:, idx] = warped[:, idx].to(out.dtype)
     return out
 
@@ -190,8 +176,8 @@ def swapped_landmarks(face_landmarks: Tensor, head_landmarks: Tensor) -> Tensor:
 def _swap(heads: Tensor, head_lm: Tensor, faces: Tensor, face_lm: Tensor, apply: Tensor,
           cfg: FaceSwapConfig) -> SwapResult:
     b, _, h, w = heads.shape
-    align = _index(ALIGN_POINTS, heads.device)
-    affine = procrustes(face_lm[:, align].float(), head_lm[:, align].float())
+    affine = procrustes(_ops.take_points(face_lm, ALIGN_POINTS).float(),
+                        _ops.take_points(head_lm, ALIGN_POINTS).float())
     warped = _ops.warp_affine(faces, invert_similarity(affine), (h, w), padding="zeros")
     warped_lm = _ops.apply_affine(affine, face_lm.float())
     mask = overlay_mask(head_lm.float(), h, w) | overlay_mask(warped_lm, h, w)
@@ -213,7 +199,7 @@ def _swap(heads: Tensor, head_lm: Tensor, faces: Tensor, face_lm: Tensor, apply:
     m = m * apply.view(-1, 1, 1, 1).to(m.dtype)
     out = heads * (1 - m) + corrected * m
     lm_out = head_lm.clone()
-    idx = _index(INNER_FACE, lm_out.device)
+    idx = _ops.point_index(INNER_FACE, lm_out.device)
     lm_out[:, idx] = warped_lm[:, idx].to(lm_out.dtype)
     return SwapResult(images=out.clamp(0, 1), mask=m, applied=apply, affine=affine, landmarks=lm_out)
 

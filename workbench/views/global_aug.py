@@ -282,6 +282,6 @@ def global_augment(images: Tensor, cfg: GlobalViewConfig, generator: torch.Gener
     if landmarks is not None:
         out_lm = _ops.apply_affine(_ops.invert_affine(affine), landmarks.to(affine.dtype)).to(landmarks.dtype)
         if cfg.mirror_landmark_ids:
-            perm = torch.tensor(FLIP_PERMUTATION, device=landmarks.device)
+            perm = _ops.index_tensor(FLIP_PERMUTATION, landmarks.device)  # built once per device
             out_lm = torch.where(flipped.view(-1, 1, 1), out_lm[:, perm], out_lm)
     return AugResult(images=x.contiguous(), landmarks=out_lm, affine=affine, flipped=flipped)

@@ -62,7 +62,7 @@ def part_boxes(landmarks: Tensor, parts: Sequence[str | Sequence[int]]) -> Tenso
     """(B, P, 4) landmark boxes (x0, y0, x1, y1) of each part."""
     boxes = []
     for idx in _part_indices(parts):
-        pts = landmarks[:, idx].float()
+        pts = _ops.take_points(landmarks, idx).float()
         boxes.append(torch.cat([pts.amin(dim=1), pts.amax(dim=1)], dim=-1))
     return torch.stack(boxes, dim=1)
 
@@ -87,8 +87,9 @@ def part_mask(images: Tensor, landmarks: Tensor, cfg: PartMaskConfig,
         choice = choice[:1].expand(b)
     apply = _ops.coin(cfg.p, b, generator, dev)
     box = boxes.gather(1, choice.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
-    grow = torch.tensor([-cfg.margin * w, -cfg.margin * h, cfg.margin * w, cfg.margin * h], device=dev)
-    inside = _ops.ellipse_mask(box + grow, h, w) & apply.view(-1, 1, 1)
+    mx, my = cfg.margin * w, cfg.margin * h  # box grown by the margin (arithmetic, no device constant)
+    grown = torch.stack([box[:, 0] - mx, box[:, 1] - my, box[:, 2] + mx, box[:, 3] + my], dim=1)
+    inside = _ops.ellipse_mask(grown, h, w) & apply.view(-1, 1, 1)
     if cfg.fill == "mean":
         colour = images.mean(dim=(2, 3), keepdim=True)
     else:
@@ -106,5 +107,5 @@ def region_masks(landmarks: Tensor, size: int | tuple[int, int],
     attention scoring (share of Grad-CAM mass per region) and by the face swap mask.
     """
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    masks = [_ops.convex_hull_mask(landmarks[:, idx].float(), h, w) for idx in _part_indices(parts)]
+    masks = [_ops.convex_hull_mask(_ops.take_points(landmarks, idx).float(), h, w) for idx in _part_indices(parts)]
     return torch.stack(masks, dim=1)
