@@ -1,15 +1,18 @@
-"""Local (landmark-driven) warping: no-op cases, locality, landmark consistency, randomness."""
+"""Local (landmark-driven) warping: no-op cases, locality, landmark consistency, randomness, and
+equality with the original (per-bump, unvectorised) implementation kept below as a reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import DeviceReads
+from torch import Tensor
 
 from workbench.config import describe
 from workbench.data.landmarks import PARTS
 from workbench.errors import ConfigError
-from workbench.views import LocalWarpConfig, _ops, local_warp, render_faces, template_landmarks
-from workbench.views.warp import MAX_SLOPE, _field, _field_at, _max_slope, face_size, sample_warp_params
+from workbench.views import LocalWarpConfig, _ops, local_warp, render_faces, template_landmarks, warp
+from workbench.views.warp import _CUT, MAX_SLOPE, _field, _field_at, face_size, sample_warp_params
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -79,16 +82,15 @@ def test_dense_control_points_never_fold():
     cfg = LocalWarpConfig(magnitude=0.3, radius=0.2, regions=("mouth",), points_per_region=20, pin=())
     g = gen(6)
     ctrl, delta, sigma = sample_warp_params(lm, cfg, g)
-    grid = _ops.pixel_grid(64, 64, torch.device("cpu")).expand(8, 64, 64, 2)
-    assert (_max_slope(_field(grid, ctrl, delta, sigma)) > 1).any()  # unscaled it would fold
+    assert (_field(64, 64, ctrl, delta, sigma)[1] > 1).any()  # unscaled it would fold
     out, lm2 = local_warp(x, lm, cfg, gen(6))
     assert out.isfinite().all()
     # the applied backward map x -> x - d(x) has a positive Jacobian determinant everywhere
     g = gen(6)
     ctrl, delta, sigma = sample_warp_params(lm, cfg, g)
-    disp = _field(grid, ctrl, delta, sigma)
-    disp = disp * (MAX_SLOPE / _max_slope(disp)).clamp(max=1).view(-1, 1, 1, 1)
-    mapped = grid - disp
+    disp, slope = _field(64, 64, ctrl, delta, sigma)
+    disp = disp.permute(0, 2, 3, 1) * (MAX_SLOPE / slope).clamp(max=1).view(-1, 1, 1, 1)
+    mapped = _ops.pixel_grid(64, 64, torch.device("cpu")) - disp
     jx = mapped[:, :-1, 1:] - mapped[:, :-1, :-1]
     jy = mapped[:, 1:, :-1] - mapped[:, :-1, :-1]
     det = jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]
@@ -103,10 +105,9 @@ def test_landmarks_invert_the_backward_map():
     _, lm2 = local_warp(x, lm, cfg, g)
     g.set_state(state)
     ctrl, delta, sigma = sample_warp_params(lm, cfg, g)
-    grid = _ops.pixel_grid(64, 64, torch.device("cpu")).expand(8, 64, 64, 2)
-    delta = delta * (MAX_SLOPE / _max_slope(_field(grid, ctrl, delta, sigma))).clamp(max=1).view(-1, 1, 1)
+    delta = delta * (MAX_SLOPE / _field(64, 64, ctrl, delta, sigma)[1]).clamp(max=1).view(-1, 1, 1)
     # output pixel y shows input pixel y - d(y): the displaced landmark must map back to the original
-    back = lm2 - _field_at(lm2, ctrl, delta, sigma)[0]
+    back = lm2 - _field_at(lm2.transpose(1, 2).contiguous(), ctrl, delta, sigma)[:, :, 0].transpose(1, 2)
     torch.testing.assert_close(back, lm, atol=1e-3, rtol=0)
 
 
@@ -136,3 +137,118 @@ def test_config_checks():
     with pytest.raises(ConfigError):
         local_warp(x, lm[:, :5], LocalWarpConfig(), gen())
     assert all(s.help for s in describe(LocalWarpConfig))
+
+
+# --------------------------------------------------------------------------- reference implementation
+# The original per-bump implementation (before vectorisation): the fast one must match it up to
+# float rounding (images 1e-5, landmarks 1e-4 px).
+def ref_field(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor) -> Tensor:
+    """Displacement at (B, H, W, 2) grid points from K bumps: centres / delta (B, K, 2), sigma (B, K)."""
+    disp = torch.zeros_like(points)
+    for k in range(centres.shape[1]):
+        diff = points - centres[:, k, None, None, :]
+        r2 = (diff * diff).sum(-1)
+        s2 = sigma[:, k, None, None] ** 2
+        phi = ((torch.exp(-r2 / (2 * s2)) - _CUT) / (1 - _CUT)).clamp_min(0)
+        disp = disp + phi[..., None] * delta[:, k, None, None, :]
+    return disp
+
+
+def ref_field_at(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """Displacement (B, P, 2) and its Jacobian (B, P, 2, 2) at points (B, P, 2)."""
+    diff = points[:, :, None, :] - centres[:, None, :, :]
+    r2 = (diff * diff).sum(-1)
+    s2 = sigma[:, None, :] ** 2
+    g = torch.exp(-r2 / (2 * s2))
+    inside = g > _CUT
+    phi = torch.where(inside, (g - _CUT) / (1 - _CUT), torch.zeros_like(g))
+    dphi = torch.where(inside, -g / ((1 - _CUT) * s2), torch.zeros_like(g))[..., None] * diff
+    return (phi[..., None] * delta[:, None]).sum(2), torch.einsum("bkd,bpke->bpde", delta, dphi)
+
+
+def ref_forward_points(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor, steps: int = 8) -> Tensor:
+    y = points + ref_field_at(points, centres, delta, sigma)[0]
+    eye = torch.eye(2)
+    for _ in range(steps):
+        d, jac = ref_field_at(y, centres, delta, sigma)
+        r = y - d - points
+        a = eye - jac
+        det = (a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]).clamp_min(1e-6)
+        step_x = (a[..., 1, 1] * r[..., 0] - a[..., 0, 1] * r[..., 1]) / det
+        step_y = (-a[..., 1, 0] * r[..., 0] + a[..., 0, 0] * r[..., 1]) / det
+        y = y - torch.stack([step_x, step_y], -1)
+    return y
+
+
+def ref_max_slope(disp: Tensor) -> Tensor:
+    gx = disp[:, :-1, 1:] - disp[:, :-1, :-1]
+    gy = disp[:, 1:, :-1] - disp[:, :-1, :-1]
+    return torch.sqrt((gx * gx).sum(-1) + (gy * gy).sum(-1)).flatten(1).amax(dim=1)
+
+
+def ref_local_warp(images: Tensor, landmarks: Tensor, cfg: LocalWarpConfig,
+                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    b, _, h, w = images.shape
+    ctrl, delta, sigma = sample_warp_params(landmarks, cfg, generator)
+    grid = _ops.pixel_grid(h, w, images.device).expand(b, h, w, 2)
+    disp = ref_field(grid, ctrl, delta, sigma)
+    scale = (MAX_SLOPE / ref_max_slope(disp).clamp_min(1e-12)).clamp(max=1.0)
+    disp = disp * scale.view(-1, 1, 1, 1)
+    delta = delta * scale.view(-1, 1, 1)
+    warped = _ops.sample_at_pixels(images, grid - disp, padding="border")
+    out = torch.where((disp != 0).any(dim=-1)[:, None], warped, images)
+    return out, ref_forward_points(landmarks.float(), ctrl, delta, sigma).to(landmarks.dtype)
+
+
+CONFIGS = {
+    "default": LocalWarpConfig(),
+    "half": LocalWarpConfig(p=0.5, magnitude=0.1),
+    "off": LocalWarpConfig(magnitude=0.0),
+    "unpinned": LocalWarpConfig(magnitude=0.2, radius=0.15, pin=()),
+    "dense": LocalWarpConfig(magnitude=0.3, radius=0.2, regions=("mouth",), points_per_region=20, pin=()),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_field_matches_reference(name):
+    lm = template_landmarks(48, 12, jitter=0.01, scale_jitter=0.1, generator=gen(11))
+    lm = lm * torch.tensor([1.0, 40 / 48])  # non-square: 48 wide, 40 high
+    ctrl, delta, sigma = sample_warp_params(lm, CONFIGS[name], gen(12))
+    disp, slope = _field(40, 48, ctrl, delta, sigma)
+    ref = ref_field(_ops.pixel_grid(40, 48, torch.device("cpu")).expand(12, 40, 48, 2), ctrl, delta, sigma)
+    torch.testing.assert_close(disp.permute(0, 2, 3, 1), ref, atol=1e-5, rtol=0)
+    assert torch.equal(disp.permute(0, 2, 3, 1) != 0, ref != 0)  # same support: untouched pixels stay exact
+    torch.testing.assert_close(slope, ref_max_slope(ref), atol=1e-6, rtol=1e-5)
+    if name == "off":
+        assert not disp.any()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_local_warp_matches_reference(name, monkeypatch):
+    x, lm = faces(12, seed=13)
+    cfg = CONFIGS[name]
+    ref, ref_lm = ref_local_warp(x, lm, cfg, gen(14))
+    # "dense" overlaps 20 bumps (unscaled field up to ~60 px): there the reference's own float32 error
+    # is already ~1e-5 px, and the resampling turns a few ulp of the field into ~1e-5 of intensity
+    atol = 3e-5 if name == "dense" else 1e-5
+    for chunk in (1, warp._CPU_CHUNK, 1 << 40):  # one sample per chunk, the default, one chunk (as on CUDA)
+        monkeypatch.setattr(warp, "_CPU_CHUNK", chunk)
+        out, lm2 = local_warp(x, lm, cfg, gen(14))
+        torch.testing.assert_close(out, ref, atol=atol, rtol=0)
+        torch.testing.assert_close(lm2, ref_lm, atol=1e-4, rtol=0)
+        assert torch.equal(out == x, ref == x)  # the same pixels are copied bit-exactly
+    if name == "off":
+        assert torch.equal(out, x) and torch.equal(lm2, lm)
+
+
+@pytest.mark.parametrize("chunk", [1, 1 << 40])  # CPU chunks / one chunk, as on CUDA
+def test_no_device_reads_and_autocast_is_off(monkeypatch, chunk):
+    monkeypatch.setattr(warp, "_CPU_CHUNK", chunk)
+    x, lm = faces(4)
+    local_warp(x, lm, LocalWarpConfig(p=0.5), gen(2))  # builds the per-device landmark index tensors once
+    with DeviceReads() as reads:  # no .item(), no data-dependent shapes: nothing would stall a CUDA stream
+        a = local_warp(x, lm, LocalWarpConfig(p=0.5), gen(3))
+    assert reads.host + reads.checks + reads.shapes + reads.python_data == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # switched off inside: bit-identical float32 results
+        b = local_warp(x, lm, LocalWarpConfig(p=0.5), gen(3))
+    assert all(torch.equal(u, v) and v.dtype == torch.float32 for u, v in zip(a, b))

@@ -75,45 +75,79 @@ def face_size(landmarks: Tensor) -> Tensor:
 _CUT = math.exp(-4.5)  # Gaussian value at 3 sigma, subtracted so the bump is continuous and compact
 
 
-def _field(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor) -> Tensor:
-    """Displacement at (B, H, W, 2) grid points from K bumps: centres / delta (B, K, 2), sigma (B, K)."""
-    disp = torch.zeros_like(points)
-    for k in range(centres.shape[1]):  # a handful of control points; each step is (B, H, W)
-        diff = points - centres[:, k, None, None, :]
-        r2 = (diff * diff).sum(-1)
-        s2 = sigma[:, k, None, None] ** 2
-        phi = ((torch.exp(-r2 / (2 * s2)) - _CUT) / (1 - _CUT)).clamp_min(0)  # Gaussian, 0 from 3 sigma on
-        disp = disp + phi[..., None] * delta[:, k, None, None, :]
-    return disp
+#: Floor of the Gaussian exponents: exp(-5) < _CUT, so every clamped value still lands outside the cut
+#: (same result), while exp stays off its slow denormal path (arguments below about -87).
+_EXP_FLOOR = -5.0
 
 
-def _field_at(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-    """Displacement (B, P, 2) and its Jacobian (B, P, 2, 2) at a few points (B, P, 2), vectorised over K."""
-    diff = points[:, :, None, :] - centres[:, None, :, :]  # (B, P, K, 2)
-    r2 = (diff * diff).sum(-1)
-    s2 = sigma[:, None, :] ** 2
-    g = torch.exp(-r2 / (2 * s2))
-    inside = g > _CUT
-    phi = torch.where(inside, (g - _CUT) / (1 - _CUT), torch.zeros_like(g))
-    dphi = torch.where(inside, -g / ((1 - _CUT) * s2), torch.zeros_like(g))[..., None] * diff  # (B, P, K, 2)
-    disp = (phi[..., None] * delta[:, None]).sum(2)
-    jac = torch.einsum("bkd,bpke->bpde", delta, dphi)  # d disp_d / d x_e
-    return disp, jac
+def _axis_bumps(n: int, centre: Tensor, neg_inv: Tensor) -> Tensor:
+    """(B, K, n) Gaussian factors ``exp(-(t - c)^2 / (2 sigma^2))`` at pixels t = 0..n-1 of one axis.
+
+    Factors below ``exp(_EXP_FLOOR)`` are raised to it: their products with any factor <= 1 stay below
+    the cut, so the bumps do not change.
+    """
+    t = torch.arange(n, device=centre.device, dtype=centre.dtype)
+    return (t - centre[..., None]).square_().mul_(neg_inv[..., None]).clamp_min_(_EXP_FLOOR).exp_()
+
+
+#: On CPU the (b, K, H, W) bumps are made this many elements (4 MB) at a time, to stay in cache.
+_CPU_CHUNK = 1 << 20
+
+
+def _field(h: int, w: int, centres: Tensor, delta: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """Displacement (B, 2, H, W) on the pixel grid from K bumps (centres / delta (B, K, 2), sigma (B, K))
+    and its :func:`_max_slope` (B,).
+
+    The Gaussian is separable: the (B, K, H, W) bumps are outer products of (B, K, H) and (B, K, W)
+    factors, lowered by the 3-sigma value and clamped at 0, then contracted over K by a bmm (in
+    cache-sized chunks of samples on CPU, each followed by its slope while still in cache).
+    """
+    b, k = sigma.shape
+    neg_inv = -0.5 / sigma.square()
+    ex = _axis_bumps(w, centres[..., 0], neg_inv)[:, :, None, :]
+    ey = _axis_bumps(h, centres[..., 1], neg_inv)[:, :, :, None]
+    weights = (delta / (1 - _CUT)).transpose(1, 2)  # (B, 2, K)
+    disp = torch.empty((b, 2, h, w), device=sigma.device, dtype=sigma.dtype)
+    slope = torch.empty((b,), device=sigma.device, dtype=sigma.dtype)
+    step = max(1, _CPU_CHUNK // (k * h * w)) if sigma.device.type == "cpu" else max(b, 1)
+    for i in range(0, b, step):
+        s = slice(i, i + step)
+        phi = torch.mul(ey[s], ex[s]).sub_(_CUT).relu_()  # (b, K, H, W), exactly 0 from 3 sigma on
+        torch.bmm(weights[s], phi.view(-1, k, h * w), out=disp[s].view(-1, 2, h * w))
+        slope[s] = _max_slope(disp[s])
+    return disp, slope
+
+
+def _field_at(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor) -> Tensor:
+    """Displacement and Jacobian at a few points (B, 2, P), vectorised over K: (B, 2, 3, P) with
+    ``[:, d, 0]`` = d_d, ``[:, d, 1]`` = d d_d / dx and ``[:, d, 2]`` = d d_d / dy."""
+    b, _, p = points.shape
+    k = sigma.shape[1]
+    dx = points[:, None, 0] - centres[..., 0, None]  # (B, K, P)
+    dy = points[:, None, 1] - centres[..., 1, None]
+    neg_inv = (-0.5 / sigma.square())[..., None]  # (B, K, 1)
+    g = torch.addcmul(dx * dx, dy, dy).mul_(neg_inv).clamp_min_(_EXP_FLOOR).exp_()
+    rows = torch.empty((b, k, 3, p), device=points.device, dtype=points.dtype)
+    torch.sub(g, _CUT, out=rows[:, :, 0]).relu_()  # phi x (1 - cut)
+    dphi = torch.where(g > _CUT, g, 0.0).mul_(2 * neg_inv)  # d phi / d r^2 x 2 (1 - cut)
+    torch.mul(dphi, dx, out=rows[:, :, 1])
+    torch.mul(dphi, dy, out=rows[:, :, 2])
+    return torch.bmm((delta / (1 - _CUT)).transpose(1, 2), rows.view(b, k, 3 * p)).view(b, 2, 3, p)
 
 
 def _forward_points(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor, steps: int = 8) -> Tensor:
-    """Solve ``y - d(y) = p`` for each point p (Newton; the map is invertible since |grad d| < 1)."""
-    y = points + _field_at(points, centres, delta, sigma)[0]
-    eye = torch.eye(2, device=points.device, dtype=points.dtype)
+    """Solve ``y - d(y) = p`` for each point p (B, P, 2) (Newton; the map is invertible since |grad d| < 1)."""
+    p = points.transpose(1, 2).contiguous()  # (B, 2, P)
+    y = p + _field_at(p, centres, delta, sigma)[:, :, 0]
     for _ in range(steps):
-        d, jac = _field_at(y, centres, delta, sigma)
-        r = y - d - points  # residual
-        a = eye - jac  # Jacobian of y - d(y)
-        det = (a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]).clamp_min(1e-6)
-        step_x = (a[..., 1, 1] * r[..., 0] - a[..., 0, 1] * r[..., 1]) / det
-        step_y = (-a[..., 1, 0] * r[..., 0] + a[..., 0, 0] * r[..., 1]) / det
-        y = y - torch.stack([step_x, step_y], -1)
-    return y
+        f = _field_at(y, centres, delta, sigma)
+        r = y - f[:, :, 0] - p  # residual
+        (jxx, jyx), (jxy, jyy) = f[:, :, 1].unbind(1), f[:, :, 2].unbind(1)
+        a00, a11 = 1 - jxx, 1 - jyy  # Jacobian of y - d(y): [[a00, -jxy], [-jyx, a11]]
+        det = (a00 * a11 - jxy * jyx).clamp_min(1e-6)
+        step = torch.stack([a11 * r[:, 0] + jxy * r[:, 1], a00 * r[:, 1] + jyx * r[:, 0]], 1)
+        y = y - step / det[:, None]
+    return y.transpose(1, 2)
 
 
 def pinned_indices(cfg: LocalWarpConfig) -> list[int]:
@@ -137,7 +171,7 @@ def sample_warp_params(landmarks: Tensor, cfg: LocalWarpConfig,
     size = face_size(lm)
     chosen = []
     for region in cfg.regions:  # few regions; per-sample choice without replacement
-        idx = torch.tensor(PARTS[region], device=dev)
+        idx = _ops.index_tensor(PARTS[region], dev)  # built once per device: no per-step copy
         k = min(cfg.points_per_region, idx.numel())
         order = torch.rand((b, idx.numel()), generator=generator, device=dev).argsort(dim=1)[:, :k]
         chosen.append(idx[order])
@@ -150,7 +184,7 @@ def sample_warp_params(landmarks: Tensor, cfg: LocalWarpConfig,
     sigma = (cfg.radius * size)[:, None].expand(b, n)
     pinned = pinned_indices(cfg)
     if pinned:
-        gap = torch.cdist(ctrl, lm[:, pinned], compute_mode="donot_use_mm_for_euclid_dist").amin(dim=2)
+        gap = torch.cdist(ctrl, _ops.take_points(lm, pinned), compute_mode="donot_use_mm_for_euclid_dist").amin(dim=2)
         sigma = torch.minimum(sigma, gap / 3.01).clamp_min(1e-3)  # cut strictly before the pin
     length = torch.minimum(length, sigma) * apply[:, None]
     delta = torch.stack([torch.cos(angle), torch.sin(angle)], -1) * length[..., None]
@@ -162,10 +196,10 @@ MAX_SLOPE = 0.8
 
 
 def _max_slope(disp: Tensor) -> Tensor:
-    """(B,) max Frobenius norm of the finite-difference Jacobian of a (B, H, W, 2) field."""
-    gx = disp[:, :-1, 1:] - disp[:, :-1, :-1]
-    gy = disp[:, 1:, :-1] - disp[:, :-1, :-1]
-    return torch.sqrt((gx * gx).sum(-1) + (gy * gy).sum(-1)).flatten(1).amax(dim=1)
+    """(B,) max Frobenius norm of the finite-difference Jacobian of a (B, 2, H, W) field."""
+    gx = disp[..., :-1, 1:] - disp[..., :-1, :-1]
+    gy = disp[..., 1:, :-1] - disp[..., :-1, :-1]
+    return gx.square_().add_(gy.square_()).sum(1).flatten(1).amax(dim=1).sqrt()
 
 
 @_ops.full_precision
@@ -183,14 +217,14 @@ def local_warp(images: Tensor, landmarks: Tensor, cfg: LocalWarpConfig,
     _ops.check_generator(generator, images.device)
     _validate(cfg)
     ctrl, delta, sigma = sample_warp_params(landmarks, cfg, generator)
-    grid = _ops.pixel_grid(h, w, images.device).expand(b, h, w, 2)
-    disp = _field(grid, ctrl, delta, sigma)
+    disp, slope = _field(h, w, ctrl, delta, sigma)
     # overlapping bumps may add up: scale a sample's field down so that |grad d| <= MAX_SLOPE (no folds)
-    scale = (MAX_SLOPE / _max_slope(disp).clamp_min(1e-12)).clamp(max=1.0)
-    disp = disp * scale.view(-1, 1, 1, 1)
+    scale = (MAX_SLOPE / slope.clamp_min(1e-12)).clamp(max=1.0)
+    disp.mul_(scale.view(-1, 1, 1, 1))
     delta = delta * scale.view(-1, 1, 1)
-    warped = _ops.sample_at_pixels(images, grid - disp, padding="border")
-    moved = (disp != 0).any(dim=-1)[:, None]
+    coords = _ops.pixel_grid(h, w, images.device) - disp.permute(0, 2, 3, 1)
+    warped = _ops.sample_at_pixels(images, coords, padding="border")
+    moved = (disp != 0).any(dim=1, keepdim=True)
     out = torch.where(moved, warped, images)
     # forward-map the landmarks: the output position y that shows input landmark p (y - d(y) = p)
     y = _forward_points(landmarks.float(), ctrl, delta, sigma)
