@@ -169,3 +169,56 @@ def test_steps_on_a_fixed_batch_reduce_the_loss():
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert hist[-1]["loss_recon"] < hist[0]["loss_recon"]
     assert hist[-1]["loss_byol"] + hist[-1]["loss_recon"] < hist[0]["loss_byol"] + hist[0]["loss_recon"]
+
+
+# -- DDP: the grouping loss uses the global batch's channel co-activation ----------------------------
+
+def _grouping_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(8, 16, 4, 4, generator=g), torch.rand(16, 1, 1, generator=g) + 0.5
+
+
+def _grouping_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from workbench.losses.masking import grouping_correlation, grouping_loss_from_correlation
+    from workbench.methods.base import all_gather_with_grad
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        x, w = _grouping_inputs()
+        w.requires_grad_(True)
+        n = len(x) // world
+        act = x[rank * n:(rank + 1) * n] * w  # this process's shard through a shared "layer" w
+        co = all_gather_with_grad(grouping_correlation(act)[None]).mean(0)  # as SimFLE.semantic_mask does
+        loss = grouping_loss_from_correlation(co, 4)
+        loss.backward()
+        grad = w.grad.clone()
+        dist.all_reduce(grad)  # DDP's gradient average
+        if rank == 0:
+            torch.save({"loss": loss.detach(), "grad": grad / world}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_grouping_loss_over_two_processes_equals_the_whole_batch(tmp_path):
+    """2 gloo processes x 4 items give the loss and the (DDP-averaged) gradient of 8 items in one."""
+    import torch.multiprocessing as mp
+
+    from workbench.losses.masking import grouping_loss
+
+    mp.spawn(_grouping_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "out")), nprocs=2)
+    two = torch.load(tmp_path / "out", weights_only=True)
+    x, w = _grouping_inputs()
+    w.requires_grad_(True)
+    one = grouping_loss(x * w, 4)
+    one.backward()
+    torch.testing.assert_close(two["loss"], one.detach(), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(two["grad"], w.grad, rtol=1e-3, atol=1e-6)  # float summation order
+    # per-shard correlations (no gather) would give another loss: the test can tell the difference
+    from workbench.losses.masking import grouping_correlation, grouping_loss_from_correlation
+
+    shard = grouping_loss_from_correlation(grouping_correlation((x * w)[:4]), 4)
+    assert abs(float(shard) - float(one)) > 1e-4 * abs(float(one))

@@ -116,7 +116,14 @@ def grouping_loss(act: torch.Tensor, groups: int, *, weight: float = 1e-3,
     identical (normalised) maps and channels of different groups are orthogonal. SimFLE then
     optimises ``mean(g²)`` with weight β = 0.03 (see :class:`~workbench.methods.simfle.SimFLE`).
     """
-    co = grouping_correlation(act)
+    return grouping_loss_from_correlation(grouping_correlation(act), groups, weight=weight,
+                                          ref_channels=ref_channels)
+
+
+def grouping_loss_from_correlation(co: torch.Tensor, groups: int, *, weight: float = 1e-3,
+                                   ref_channels: float = 512.0) -> torch.Tensor:
+    """:func:`grouping_loss` from a precomputed (C, C) :func:`grouping_correlation` (e.g. the mean of
+    the processes' correlations under DDP, which is the global batch's: equal shards)."""
     c = co.shape[0]
     gt = grouping_target(c, groups, device=co.device, dtype=co.dtype)
     return ((co - gt).pow(2) * weight).sum() / ((c / ref_channels) ** 2)

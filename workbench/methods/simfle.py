@@ -18,11 +18,19 @@ from workbench.errors import ConfigError
 from workbench.losses import byol_loss
 from workbench.losses.distill import kd_to_mean
 from workbench.losses.mae import mae_loss, patchify
-from workbench.losses.masking import Masking, group_patch_scores, grouping_loss, num_visible, semantic_masking
+from workbench.losses.masking import (
+    Masking,
+    group_patch_scores,
+    grouping_correlation,
+    grouping_loss_from_correlation,
+    num_visible,
+    semantic_masking,
+)
 from workbench.methods.base import (
     Batch,
     MethodConfig,
     SSLMethod,
+    all_gather_with_grad,
     cosine_momentum,
     ema_update,
     frozen_copy,
@@ -245,7 +253,11 @@ class SimFLE(SSLMethod):
                       ) -> tuple[Masking, torch.Tensor, torch.Tensor]:
         """(masking, grouping loss g, per-patch scores) from the FFL feature map."""
         act = self.grouping(fmap)
-        g = grouping_loss(act, self.cfg.groups)
+        # the channel co-activation is a batch mean: under DDP average the processes' (equal shards) so g is
+        # the global batch's (every process computes the same g; the gather's backward + DDP's average give
+        # the single-process gradient)
+        co = all_gather_with_grad(grouping_correlation(act)[None]).mean(0)
+        g = grouping_loss_from_correlation(co, self.cfg.groups)
         group = torch.randint(0, self.cfg.groups, (fmap.shape[0],), generator=generator, device=fmap.device)
         scores = group_patch_scores(act.detach(), group, self.cfg.groups, self.ffl_size, self.cfg.mae_patch_size)
         return semantic_masking(scores, self.cfg.mask_ratio), g, scores
