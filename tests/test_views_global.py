@@ -201,16 +201,28 @@ def test_shift_hue_equals_the_hsv_round_trip_with_shifted_hue():
     torch.testing.assert_close(_ops.shift_hue(x, torch.zeros(4)), x, atol=2e-6, rtol=0)
 
 
+def _pixel_to_norm_matrix(h: int, w: int) -> torch.Tensor:
+    """3x3 matrix mapping pixel-centre coordinates to grid_sample's normalised coordinates."""
+    return torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]],
+                        dtype=torch.float64)
+
+
+def _to3x3(affine: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) -> (B, 3, 3) homogeneous matrices."""
+    bottom = torch.zeros_like(affine[:, :1, :])
+    bottom[:, 0, 2] = 1
+    return torch.cat([affine, bottom], dim=1)
+
+
 def test_closed_form_affine_helpers_match_the_matrix_formulas():
     """``warp_affine``'s normalised theta is the former ``N_in @ A @ inv(N_out)`` bit for bit (CPU) and
     ``invert_affine`` is the matrix inverse, both without ``linalg.inv`` (its device error-flag read)."""
     g = gen(3)
     for (h, w), (ho, wo) in (((64, 64), (64, 64)), ((37, 90), (112, 17)), ((5, 300), (1, 2))):
         aff = torch.randn(32, 2, 3, generator=g) * torch.tensor([0.5, 0.3, 10.0]) + torch.eye(2, 3)
-        ref = (_ops.pixel_to_norm_matrix(h, w, aff.device) @ _ops.to3x3(aff.double())
-               @ torch.linalg.inv(_ops.pixel_to_norm_matrix(ho, wo, aff.device)))[:, :2]
+        ref = (_pixel_to_norm_matrix(h, w) @ _to3x3(aff.double()) @ torch.linalg.inv(_pixel_to_norm_matrix(ho, wo)))[:, :2]
         assert torch.equal(_ops._norm_theta(aff, (h, w), (ho, wo)), ref)
-        inv = torch.linalg.inv(_ops.to3x3(aff.double()))[:, :2]
+        inv = torch.linalg.inv(_to3x3(aff.double()))[:, :2]
         torch.testing.assert_close(_ops.invert_affine(aff.double()), inv, rtol=1e-12, atol=1e-12)
         assert torch.equal(_ops.invert_affine(aff), inv.float())
         pts = torch.rand(32, 5, 2, generator=g, dtype=torch.float64) * 64

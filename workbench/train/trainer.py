@@ -123,6 +123,7 @@ class Trainer:
         self._codes = {c: torch.from_numpy(data.codes(c)[0]).to(self.device)
                        for c in ("identity", "clip", "group", "expression") if data.has(c)}
         self._pending_check: tuple[_HostCopy, int] | None = None  # (last step's loss, step): checked one step later
+        self._last_scalars: tuple[dict[str, torch.Tensor], float] | None = None  # last step's outputs, on the device
         if self.tc.compile and self.device.type == "cuda":
             self.method.backbone.model = torch.compile(self.method.backbone.model)
 
@@ -300,7 +301,7 @@ class Trainer:
     def _settle(self) -> None:
         """Before a checkpoint (every process): the pending loss check, then the last step's metrics."""
         self._raise_if_diverged()
-        if getattr(self, "_last_scalars", None) is not None:
+        if self._last_scalars is not None:
             self.last_metrics = {**self.last_metrics, **self._read_metrics()}
 
     def _check_finite(self, loss: torch.Tensor) -> None:

@@ -127,21 +127,6 @@ def take_points(points: Tensor, idx: Sequence[int]) -> Tensor:
 
 
 # --------------------------------------------------------------------------- affine warps
-def pixel_to_norm_matrix(h: int, w: int, device: torch.device) -> Tensor:
-    """3x3 matrix mapping pixel-centre coordinates to grid_sample's normalised coordinates (a host
-    constant; the per-step code composes it in closed form instead, see :func:`warp_affine`)."""
-    return torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0],
-                         [0.0, 2.0 / h, 1.0 / h - 1.0],
-                         [0.0, 0.0, 1.0]], device=device, dtype=torch.float64)
-
-
-def to3x3(affine: Tensor) -> Tensor:
-    """(B, 2, 3) -> (B, 3, 3) homogeneous matrices."""
-    bottom = torch.zeros_like(affine[:, :1, :])
-    bottom[:, 0, 2] = 1
-    return torch.cat([affine, bottom], dim=1)
-
-
 def invert_affine(affine: Tensor) -> Tensor:
     """Inverse of a batch of (B, 2, 3) affine maps ``[L | t]``: ``[L⁻¹ | −L⁻¹ t]`` in closed form (float64,
     ``L⁻¹ = [[d, −b], [−c, a]] / det``), so no error flag is read from the device as ``linalg.inv``
@@ -162,13 +147,13 @@ def apply_affine(affine: Tensor, points: Tensor) -> Tensor:
 
 
 def _norm_theta(affine: Tensor, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
-    """(B, 2, 3) float64 ``N_in @ [affine; 0 0 1] @ N_out⁻¹`` (``N`` = :func:`pixel_to_norm_matrix`): the
-    affine in grid_sample's normalised coordinates, composed in closed form (no host-built matrix, no
-    ``linalg.inv`` and its device error-flag read). ``N_out⁻¹`` is upper triangular: diagonal ``1 / (2 / n)``,
-    offset ``−(1 / (2 / n)) (1 / n − 1)``, rounded as the LU back-substitution of ``linalg.inv`` rounds
-    them, and the products are accumulated in the matmuls' order, so theta equals the former
-    ``pixel_to_norm_matrix(h, w) @ to3x3(affine) @ linalg.inv(pixel_to_norm_matrix(ho, wo))`` bit for bit
-    on CPU."""
+    """(B, 2, 3) float64 ``N_in @ [affine; 0 0 1] @ N_out⁻¹``, where ``N`` maps pixel-centre coordinates
+    to grid_sample's normalised ones (``x -> x·2/n + 1/n − 1`` per axis): the affine in normalised
+    coordinates, composed in closed form (no host-built matrix, no ``linalg.inv`` and its device
+    error-flag read). ``N_out⁻¹`` is upper triangular: diagonal ``1 / (2 / n)``, offset
+    ``−(1 / (2 / n)) (1 / n − 1)``, rounded as the LU back-substitution of ``linalg.inv`` rounds them,
+    and the products are accumulated in the matmuls' order, so theta equals the matrix product with
+    ``linalg.inv`` bit for bit on CPU (``tests/test_views_global.py`` keeps that formula)."""
     (h, w), (ho, wo) = in_hw, out_hw
     ix, iy = 1.0 / (2.0 / wo), 1.0 / (2.0 / ho)
     jx, jy = -ix * (1.0 / wo - 1.0), -iy * (1.0 / ho - 1.0)
@@ -293,12 +278,10 @@ def separable_blur(images: Tensor, kernels: Tensor) -> Tensor:
     weight = kernels.to(images.dtype).repeat_interleave(c, dim=0)  # (B*C, k)
     x = images.reshape(1, b * c, h, w)
     mode = "reflect" if half < min(h, w) else "replicate"
-    # views are made inside the training step's autocast: keep the blur in the images' precision
-    with torch.autocast(device_type=images.device.type, enabled=False):
-        x = F.pad(x, (half, half, 0, 0), mode=mode)
-        x = F.conv2d(x, weight.view(b * c, 1, 1, k), groups=b * c)
-        x = F.pad(x, (0, 0, half, half), mode=mode)
-        x = F.conv2d(x, weight.view(b * c, 1, k, 1), groups=b * c)
+    x = F.pad(x, (half, half, 0, 0), mode=mode)
+    x = F.conv2d(x, weight.view(b * c, 1, 1, k), groups=b * c)
+    x = F.pad(x, (0, 0, half, half), mode=mode)
+    x = F.conv2d(x, weight.view(b * c, 1, k, 1), groups=b * c)
     return x.view(b, c, h, w)
 
 
