@@ -1,4 +1,5 @@
-"""`workbench manifest validate|build|formats`: check a manifest, build one from a dataset, list formats."""
+"""`workbench manifest validate|build|stats|formats`: check a manifest, build one from a dataset, measure how
+visible expression is in its pixels, list formats."""
 
 from __future__ import annotations
 
@@ -43,6 +44,23 @@ def register(sub) -> None:
         add_arguments(fp, builder.options, prefix="")
         fp.set_defaults(func=run_build, builder_options=builder.options)
     b.set_defaults(func=_need_format)
+
+    st = msub.add_parser("stats", help="how visible expression is in the pixels (variance shares, probes)",
+                         description="Pixel statistics of a labelled face set: identity and expression shares "
+                                     "of the pixel variance, a subject-disjoint raw-pixel expression probe and "
+                                     "(with landmarks) a landmark-geometry probe, each with a 95%% person "
+                                     "bootstrap interval, beside real posed sets (JAFFE, CK+48). Images are "
+                                     "decoded in memory; nothing is cached.")
+    st.add_argument("manifest", help="the manifest CSV (needs identity and expression columns)")
+    st.add_argument("--size", type=int, default=48, help="grey image side for the statistics [default: 48, "
+                                                         "the size of the reference figures]")
+    st.add_argument("--folds", type=int, default=5, help="person-wise cross-validation folds [default: 5]")
+    st.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap [default: 0]")
+    st.add_argument("--max-images", type=int, default=4000, help="whole people are kept up to this many "
+                                                                  "images [default: 4000]")
+    st.add_argument("--out", help="also write the statistics as JSON to this file")
+    st.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    st.set_defaults(func=run_stats)
 
     f = msub.add_parser("formats", help="list the dataset formats with their citation and spec file")
     f.set_defaults(func=run_formats)
@@ -90,6 +108,23 @@ def run_build(args: argparse.Namespace) -> int:
         for line in report.lines(max_listed=args.max_listed):
             print(line)
     return 1 if (args.strict and report.problems) else 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from workbench.analysis.pixel_stats import manifest_pixel_stats
+    from workbench.errors import ConfigError
+
+    if args.size < 16 or args.folds < 2 or (args.max_images is not None and args.max_images < 10):
+        raise ConfigError("stats: --size must be >= 16, --folds >= 2 and --max-images >= 10")
+    stats = manifest_pixel_stats(args.manifest, size=args.size, folds=args.folds, seed=args.seed,
+                                 max_images=args.max_images)
+    if args.out:
+        stats.save(args.out)
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2))
+    else:
+        print("\n".join(stats.lines()))
+    return 0
 
 
 def run_formats(args: argparse.Namespace) -> int:

@@ -58,28 +58,36 @@ class SynthConfig:
     seed: int = param(0, "Random seed; the same seed gives byte-identical images and manifest.", min=0)
     supersample: int = param(3, "Drawing supersampling factor for anti-aliasing (2 = faster, 4 = smoother).",
                              min=1, max=8)
-    yaw_range: float = param(15.0, "Random yaw in [-r, r] degrees (single view and clips).", min=0.0, max=80.0)
-    pitch_range: float = param(10.0, "Random pitch in [-r, r] degrees.", min=0.0, max=60.0)
-    roll_range: float = param(8.0, "Random roll in [-r, r] degrees.", min=0.0, max=60.0)
+    yaw_range: float = param(4.0, "Random yaw in [-r, r] degrees (single view and clips).", min=0.0, max=80.0)
+    pitch_range: float = param(3.0, "Random pitch in [-r, r] degrees.", min=0.0, max=60.0)
+    roll_range: float = param(2.0, "Random roll in [-r, r] degrees.", min=0.0, max=60.0)
     clip_motion: float = param(3.0, "Amplitude of the head motion inside a clip (degrees).", min=0.0, max=30.0)
-    intensity_min: float = param(0.4, "Lowest apex intensity of a non-neutral instance (0..1); lower = "
+    intensity_min: float = param(0.7, "Lowest apex intensity of a non-neutral instance (0..1); lower = "
                                       "subtler, harder expressions.", min=0.0, max=1.0)
     intensity_max: float = param(1.0, "Highest apex intensity (0..1).", min=0.0, max=1.0)
-    zoom: float = param(1.0, "Face size in the frame: 1 = head and shoulders (hair, neck, background); "
+    zoom: float = param(1.4, "Face size in the frame: 1 = head and shoulders (hair, neck, background); "
                              "1.3 = a tight aligned face crop like RAF-DB/AffectNet (more pixels on the "
                              "eyes and mouth at a given size; the chin may touch the border in strong "
                              "poses); above ~1.4 the jaw leaves the frame.", min=0.5, max=3.0)
+    diversity: float = param(0.35, "Spread of skin and hair colours around the population mean (1 = "
+                                  "world-wide range; 0.5 = one recording site, like JAFFE/CK+). Lower "
+                                  "makes identity a smaller share of the pixel variance.", min=0.0, max=1.0)
+    expression_gain: float = param(3.5, "Multiplier on every action unit's landmark motion and wrinkle "
+                                        "strength (1 = the FACS-style prototype amplitudes, which move a 48 px "
+                                        "face by under 1 gray level on average; 3 puts the expression share of "
+                                        "pixel variance in the range of real posed sets). The jaw drop is capped "
+                                        "at 1.4 so the chin stays in the frame.", min=0.0, max=4.0)
     au_jitter: float = param(0.2, "Relative random variation of each action unit's weight (person-to-"
                                   "person and moment-to-moment differences).", min=0.0, max=1.0)
-    contempt_side: str = param("right", "Side of the contempt smirk (subject's right/left, or random per "
+    contempt_side: str = param("random", "Side of the contempt smirk (subject's right/left, or random per "
                                         "instance; random makes it harder for linear probes).",
                                choices=("right", "left", "random"))
-    background: float = param(0.5, "Strength of the random background colour/gradient (0 = plain grey).",
+    background: float = param(0.25, "Strength of the random background colour/gradient (0 = plain grey).",
                               min=0.0, max=1.0)
-    lighting: float = param(0.5, "Strength of random light direction, gradient, tint and brightness "
+    lighting: float = param(0.15, "Strength of random light direction, gradient, tint and brightness "
                                  "(0 = fixed studio light).", min=0.0, max=1.0)
-    scale_jitter: float = param(0.05, "Random face scale change (+-fraction).", min=0.0, max=0.5)
-    shift_jitter: float = param(0.03, "Random face shift (+-fraction of the image).", min=0.0, max=0.3)
+    scale_jitter: float = param(0.03, "Random face scale change (+-fraction).", min=0.0, max=0.5)
+    shift_jitter: float = param(0.02, "Random face shift (+-fraction of the image).", min=0.0, max=0.3)
     blur: float = param(0.6, "Largest Gaussian blur sigma in pixels (drawn per image).", min=0.0, max=5.0)
     noise: float = param(4.0, "Largest pixel-noise std (0..255 scale, drawn per image).", min=0.0, max=50.0)
     val_fraction: float = param(0.15, "Share of identities in the val split.", min=0.0, max=0.5)
@@ -106,6 +114,11 @@ def validate(cfg: SynthConfig) -> SynthConfig:
     if checked.val_fraction + checked.test_fraction >= 1:
         raise ConfigError("synth: val_fraction + test_fraction must be < 1")
     return checked
+
+
+#: largest ``expression_gain`` applied to an AU whose motion is already large at gain 1 (the jaw drop would
+#: push the chin out of a tight crop)
+GAIN_CAP: dict[str, float] = {"AU26": 1.4, "AU1": 2.0, "AU2": 2.0}
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -164,8 +177,8 @@ def _instance(cfg: SynthConfig, identity: int, instance: int) -> _Instance:
 
 def _zoomed_shift(shift: tuple[float, float], zoom: float) -> tuple[float, float]:
     """Camera shift for ``zoom``: the random jitter, plus an upward move that keeps the landmark box
-    (brows to chin, centred about 0.14 of the image below the camera centre) where it is at zoom 1."""
-    return (shift[0], shift[1] - 0.14 * (zoom - 1.0))
+    (brows to chin) about centred in the frame."""
+    return (shift[0], shift[1] - 0.2 * (zoom - 1.0))
 
 
 def synth_item(cfg: SynthConfig, identity: int, instance: int, sub: int = 0) -> SynthItem:
@@ -173,7 +186,7 @@ def synth_item(cfg: SynthConfig, identity: int, instance: int, sub: int = 0) -> 
 
     Gives exactly the pixels and labels :func:`generate_dataset` writes for that image.
     """
-    ident = make_identity(cfg.seed, identity)
+    ident = make_identity(cfg.seed, identity, cfg.diversity)
     inst = _instance(cfg, identity, instance)
     yaw, pitch, roll = inst.pose
     intensity = inst.apex
@@ -193,7 +206,8 @@ def synth_item(cfg: SynthConfig, identity: int, instance: int, sub: int = 0) -> 
         labels["clip"] = f"{identity_name(identity, cfg.identities)}_c{instance:04d}"
         labels["frame"] = sub
         labels["meta_clip_expression"] = inst.expression
-    aus = {k: v * intensity for k, v in inst.aus.items()}
+    aus = {k: v * intensity * min(cfg.expression_gain, GAIN_CAP.get(k, cfg.expression_gain))
+           for k, v in inst.aus.items()}
     expr = inst.expression if intensity > 0 else "neutral"
     cam = Camera(size=cfg.size, yaw=yaw, pitch=pitch, roll=roll, scale=inst.nuisance.scale * cfg.zoom,
                  shift=_zoomed_shift(inst.nuisance.shift, cfg.zoom))

@@ -98,13 +98,25 @@ def _c(x: np.ndarray) -> Colour:
     return (float(v[0]), float(v[1]), float(v[2]))
 
 
-def sample_identity(rng: np.random.Generator, index: int = 0) -> Identity:
-    """Draw one identity's parameters from ``rng`` (all draws happen in a fixed order)."""
+#: the population's average skin and hair colours (what ``diversity`` < 1 pulls every person towards)
+_SKIN_MEAN = _interp(_SKIN, 1.3 / 2.9)
+_HAIR_MEAN = (_HAIR * np.asarray(_HAIR_P)[:, None]).sum(axis=0) / np.sum(_HAIR_P)
+
+
+def sample_identity(rng: np.random.Generator, index: int = 0, diversity: float = 1.0) -> Identity:
+    """Draw one identity's parameters from ``rng`` (all draws happen in a fixed order).
+
+    ``diversity`` scales how far skin and hair colours spread around the population mean (1 = the full
+    world-wide range; 0.5 = a posed-expression set recorded in one place, such as JAFFE or CK+). It
+    changes no random draw, so the same index is the same person (shape, style, extras) at any value.
+    """
     u = rng.uniform
     face_w = u(0.9, 1.1)
     skin = _interp(_SKIN, float(rng.beta(1.3, 1.6))) * (1 + rng.normal(0, 0.03, 3))
     skin = skin * np.array([1.0, 1.0 + u(-0.03, 0.03), 1.0 + u(-0.05, 0.03)])
+    skin = _SKIN_MEAN + diversity * (skin - _SKIN_MEAN)
     hair = _pick(rng, _HAIR, _HAIR_P) * u(0.8, 1.2) * (1 + rng.normal(0, 0.025, 3))
+    hair = _HAIR_MEAN + diversity * (hair - _HAIR_MEAN)
     style = HAIR_STYLES[int(rng.choice(len(HAIR_STYLES), p=_HAIR_STYLE_P))]
     dark = hair.mean() < 0.3
     brow = (hair * 0.85 if dark else hair * 0.5 + np.array([0.1, 0.07, 0.05])) * (1 - 0.1 * float(u()))
@@ -144,7 +156,8 @@ def sample_identity(rng: np.random.Generator, index: int = 0) -> Identity:
 
 
 @lru_cache(maxsize=4096)
-def make_identity(seed: int, index: int) -> Identity:
-    """Identity ``index`` of the population drawn with ``seed`` (independent of every other setting)."""
+def make_identity(seed: int, index: int, diversity: float = 1.0) -> Identity:
+    """Identity ``index`` of the population drawn with ``seed`` (colour spread ``diversity``, see
+    :func:`sample_identity`; independent of every other setting)."""
     ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, TAG_IDENTITY, int(index)])
-    return sample_identity(np.random.Generator(np.random.PCG64(ss)), index)
+    return sample_identity(np.random.Generator(np.random.PCG64(ss)), index, float(diversity))
