@@ -166,3 +166,30 @@ def test_real_sets_match_the_reference_figures(name, builder, expected, tmp_path
     assert s.expression_share == pytest.approx(expected["expression_share"], abs=0.01)
     lo, hi = expected["probe"]
     assert lo <= s.pixel_probe.mean <= hi
+
+
+def test_face_views_keep_the_expression_probe_while_views_differ(default_set, default_stats):
+    """Face-scaled default views: the raw-pixel probe on augmented faces stays within 0.05 of the clean
+    probe, yet two views of one face differ (no identity shortcut); the ImageNet-style view loses far more."""
+    import torch
+
+    from workbench.analysis.pixel_stats import cv_probe
+    from workbench.data.cache import load_face_data
+    from workbench.views.global_aug import GlobalViewConfig, global_augment, imagenet_view
+
+    data = load_face_data(default_set, 48, progress=False)
+    x = torch.from_numpy(np.array(data.images)).permute(0, 3, 1, 2).float() / 255.0
+    ids = data.manifest.frame["identity"].astype(str).to_numpy()
+    ex = data.manifest.frame["expression"].astype(str).to_numpy()
+
+    def probe(cfg):
+        g = torch.Generator().manual_seed(0)
+        v1, v2 = global_augment(x, cfg, g).images, global_augment(x, cfg, g).images
+        grey = (v1.permute(0, 2, 3, 1).numpy() @ np.array([0.299, 0.587, 0.114])).reshape(len(x), -1)
+        return cv_probe(grey, ex, ids).mean, float((v1 - v2).abs().mean()) * 255
+
+    face, face_diff = probe(GlobalViewConfig())
+    assert face >= default_stats.pixel_probe.mean - 0.05
+    assert face_diff > 10.0
+    imagenet, _ = probe(imagenet_view())
+    assert imagenet < face - 0.2

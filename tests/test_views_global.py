@@ -307,9 +307,13 @@ def test_views_stay_float32_inside_the_training_steps_bf16_autocast():
 
 def test_view_pairs():
     a, b = simclr_views()
-    assert a == b and a.blur_p == 0.5 and a.solarize_p == 0.0
-    v1, v2 = byol_views()
-    assert (v1.blur_p, v2.blur_p, v1.solarize_p, v2.solarize_p) == (1.0, 0.1, 0.0, 0.2)
+    assert a == b and a.blur_p == 0.3 and a.solarize_p == 0.0 and a.crop_scale == (0.9, 1.0)
+    pa, pb = simclr_views(paper=True)
+    assert pa == pb and pa.blur_p == 0.5 and pa.crop_scale == (0.35, 1.0) and pa.blur_sigma == (0.1, 2.0)
+    for paper in (False, True):
+        v1, v2 = byol_views(paper=paper)
+        assert (v1.blur_p, v2.blur_p, v1.solarize_p, v2.solarize_p) == (1.0, 0.1, 0.0, 0.2)
+        assert v1.crop_scale == ((0.35, 1.0) if paper else (0.9, 1.0))
 
 
 def test_official_view_recipes():

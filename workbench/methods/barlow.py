@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from workbench.config import param
+from workbench.config import param, to_dict
 from workbench.losses.barlow import barlow_twins_terms
 from workbench.methods.base import Batch, MethodConfig, SSLMethod, all_gather_with_grad
 from workbench.models import mlp
@@ -54,7 +54,7 @@ class BarlowTwins(SSLMethod):
     summary = "Cross-correlation of the two views' projections pushed to the identity (no negatives)."
     Config = BarlowTwinsConfig
     requires = ()
-    presets = {"paper": {"proj_hidden_dim": 8192, "proj_dim": 8192, "lambd": 5e-3, "scale_by_dim": False},
+    presets = {"paper": {"view1": to_dict(byol_views(paper=True)[0]), "view2": to_dict(byol_views(paper=True)[1]), "proj_hidden_dim": 8192, "proj_dim": 8192, "lambd": 5e-3, "scale_by_dim": False},
                "cpu": {"proj_hidden_dim": 512, "proj_dim": 512, "lambd": 5e-3, "scale_by_dim": False}}
 
     def build_projector(self) -> nn.Module:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from workbench.config import param
+from workbench.config import param, to_dict
 from workbench.losses import byol_loss
 from workbench.methods.base import (
     Batch,
@@ -41,7 +41,7 @@ class BYOL(SSLMethod):
     paper = "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020"
     summary = "Online predictor regresses an EMA target of the other view (baseline)."
     Config = BYOLConfig
-    presets = {"paper": {"proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "momentum": 0.996},
+    presets = {"paper": {"view1": to_dict(byol_views(paper=True)[0]), "view2": to_dict(byol_views(paper=True)[1]), "proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "momentum": 0.996},
                "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "pred_hidden_dim": 256, "momentum": 0.99}}
 
     def __init__(self, cfg: BYOLConfig, backbone, image_size: int):

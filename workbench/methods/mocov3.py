@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from workbench.config import param
+from workbench.config import param, to_dict
 from workbench.losses.moco import moco_infonce
 from workbench.methods.base import (
     Batch,
@@ -69,7 +69,7 @@ class MoCoV3(SSLMethod):
     summary = "Symmetric InfoNCE of predictor queries against momentum-encoder keys of the other view."
     Config = MoCoV3Config
     requires = ()
-    presets = {"paper": {"proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "proj_layers": 3,
+    presets = {"paper": {"view1": to_dict(byol_views(paper=True)[0]), "view2": to_dict(byol_views(paper=True)[1]), "proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "proj_layers": 3,
                          "temperature": 0.2, "momentum": 0.99, "cosine_momentum": True},
                "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "pred_hidden_dim": 256, "proj_layers": 3,
                        "temperature": 0.2, "momentum": 0.99, "cosine_momentum": True}}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from workbench.config import param
+from workbench.config import param, to_dict
 from workbench.losses import nt_xent, pair_positive_index
 from workbench.methods.base import (
     Batch,
@@ -35,7 +35,7 @@ class SimCLR(SSLMethod):
     paper = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
     summary = "NT-Xent between two global views (baseline)."
     Config = SimCLRConfig
-    presets = {"paper": {"temperature": 0.5, "proj_hidden_dim": 2048, "proj_dim": 128},
+    presets = {"paper": {"views": to_dict(simclr_views(paper=True)[0]), "temperature": 0.5, "proj_hidden_dim": 2048, "proj_dim": 128},
                "cpu": {"temperature": 0.2, "proj_hidden_dim": 256, "proj_dim": 64}}
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
