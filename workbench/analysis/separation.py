@@ -79,6 +79,9 @@ class SeparationReport:
     config: dict[str, Any] = field(default_factory=dict)
     expression_confusion: np.ndarray | None = None
     retrieval_ap: np.ndarray | None = None
+    #: 95 % person-bootstrap intervals: {"expression_linear": {"low", "high", "n_people"}, ...}
+    intervals: dict[str, dict[str, float]] = field(default_factory=dict)
+    split_rule: str = ""
 
     # ------------------------------------------------------------------ views
     def metrics(self) -> dict[str, float | None]:
@@ -95,10 +98,18 @@ class SeparationReport:
     def summary(self) -> str:
         """One-line headline for logs and notebooks."""
         v = self.variance
+
+        def ci(name: str) -> str:
+            iv = self.intervals.get(name) or {}
+            return f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv.get("low") is not None else ""
+
+        people = (self.intervals.get("expression_linear") or {}).get("n_people")
+        where = f"; {self.split_rule}" if self.split_rule else (f"; {people} test people" if people else "")
         return (f"expression-over-identity {self.expression_over_identity:+.2f} | expression: linear "
-                f"{self.expression_linear_acc:.3f} / kNN {self.expression_knn_acc:.3f} (chance "
-                f"{self.expression_chance:.3f}), cross-identity mAP@R {self.retrieval['map_at_r']:.3f} | "
-                f"identity leakage: linear {self.identity_linear_acc:.3f} / kNN {self.identity_knn_acc:.3f} "
+                f"{self.expression_linear_acc:.3f}{ci('expression_linear')} / kNN {self.expression_knn_acc:.3f}"
+                f"{ci('expression_knn')} (95% CI, person bootstrap; chance {self.expression_chance:.3f}{where}), "
+                f"cross-identity mAP@R {self.retrieval['map_at_r']:.3f} | "
+                f"identity leakage: linear {self.identity_linear_acc:.3f}{ci('identity_linear')} / kNN {self.identity_knn_acc:.3f} "
                 f"(chance {self.identity_chance:.3f}) | variance: identity {v['identity']:.0%}, expression "
                 f"{v['expression']:.0%}")
 
@@ -260,6 +271,7 @@ def separation_report(
     temperature: float = 0.07,
     class_names: Sequence[str] = EXPRESSIONS,
     test_fraction: float = 0.3,
+    split: Any = None,
     C: float = 1.0,
     retrieval_ks: Sequence[int] = (1, 5, 10),
     silhouette_samples: int = 4000,
@@ -277,7 +289,11 @@ def separation_report(
             identity probe, >= 2 images per subject.
         seed: drives both splits and the probes (default 0).
         k, temperature: kNN settings (defaults 20, 0.07 as DINO/solo-learn).
-        test_fraction: share of *subjects* held out for the expression probes (default 0.3).
+        test_fraction: share of *subjects* held out for the expression probes when there is no ``split``
+            (default 0.3).
+        split: the manifest's ``train``/``val``/``test`` per row: when given (as ``workbench evaluate``
+            does), the expression probes train on train+val and test on the test people, so both commands
+            give the same numbers for one checkpoint.
         C: linear-probe inverse L2 strength (default 1.0 on standardised features).
         retrieval_ks: precision@k cut-offs.
         silhouette_samples: rows sampled for the O(N^2) silhouette (default 4000).
@@ -303,15 +319,22 @@ def separation_report(
     if expr.shape[0] != n or ident.shape[0] != n:
         raise WorkbenchError(f"expression and identity need one entry per embedding row ({n})")
 
-    # expression: subject-disjoint split
-    tr, te = subject_disjoint_split(ident, seed=seed, test_fraction=test_fraction)
+    # expression: subject-disjoint split (the manifest's when given)
+    sp = None if split is None else np.asarray(split, dtype=object)
+    if sp is not None and (sp == "test").any() and np.isin(sp, ["train", "val"]).any():
+        tr, te = np.flatnonzero(np.isin(sp, ["train", "val"])), np.flatnonzero(sp == "test")
+        rule = "manifest split: train+val -> test"
+    else:
+        tr, te = subject_disjoint_split(ident, seed=seed, test_fraction=test_fraction)
+        rule = f"seeded subject-disjoint split ({test_fraction:.0%} of people, seed {seed})"
+    rule += f", {np.unique(ident[te]).size} test people"
     lin = evaluate_embeddings(Xa[tr], expr[tr], Xa[te], expr[te],
                               EvalConfig(protocol="linear", target="expression", seed=seed, C=C),
-                              class_names=names)
+                              class_names=names, test_groups=ident[te], split_rule=rule)
     knn = evaluate_embeddings(Xa[tr], expr[tr], Xa[te], expr[te],
                               EvalConfig(protocol="knn", target="expression", seed=seed, k=k,
                                          temperature=temperature, exclude_same_identity=True),
-                              class_names=names, train_groups=ident[tr], test_groups=ident[te])
+                              class_names=names, train_groups=ident[tr], test_groups=ident[te], split_rule=rule)
     # identity leakage: per-identity split
     itr, ite = identity_probe_split(ident, seed=seed)
     id_names = sorted(set(ident.tolist()))
@@ -344,6 +367,10 @@ def separation_report(
                 "normalize_variance": normalize_variance, "class_names": names},
         expression_confusion=np.asarray(lin.confusion, dtype=np.int64),
         retrieval_ap=ap,
+        intervals={name: {"low": r.ci_low, "high": r.ci_high, "n_people": r.n_test_people}
+                   for name, r in (("expression_linear", lin), ("expression_knn", knn), ("identity_linear", ilin),
+                                   ("identity_knn", iknn))},
+        split_rule=rule,
     )
     if out_dir is not None:
         rep.save(out_dir)

@@ -97,6 +97,7 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
                        recompute: bool = False):
     """Identity-vs-expression report of one run (persisted; loaded when already computed)."""
     from workbench.analysis.separation import SeparationReport, separation_report
+    from workbench.data.splits import assign_splits
     from workbench.errors import MissingMetadataError
     from workbench.evaluate.embeddings import extract_embeddings
 
@@ -111,7 +112,7 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
     if meta["expression"].isna().any() or meta["identity"].isna().any():
         raise MissingMetadataError("the separation analysis needs expression and identity on every row")
     return separation_report(emb.get(feature), meta["expression"].to_numpy(), meta["identity"].astype(str).to_numpy(),
-                             seed=seed, out_dir=folder)
+                             seed=seed, split=assign_splits(meta, seed=seed).to_numpy(), out_dir=folder)
 
 
 def separation_for_runs(run_dirs: Sequence[str | Path], manifest, **kw) -> dict[str, Any]:

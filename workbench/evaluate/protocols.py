@@ -34,6 +34,7 @@ from workbench.config import to_dict as config_to_dict
 from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluate import metrics as M
+from workbench.evaluate.intervals import person_bootstrap
 from workbench.io import json_safe, write_json, write_npz
 
 CLASSIFICATION_TARGETS = ("expression", "identity")
@@ -154,6 +155,10 @@ class EvalResult:
     confusion: list[list[int]] | None = None
     class_names: list[str] = field(default_factory=list)
     chance: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_test_people: int | None = None
+    split_rule: str = ""
     ccc: float | None = None
     rmse: float | None = None
     pcc: float | None = None
@@ -171,7 +176,12 @@ class EvalResult:
         head = f"{self.protocol} {self.target} ({self.label_fraction:.0%} labels, n={self.n_train}/{self.n_test}):"
         if self.target in REGRESSION_TARGETS:
             return f"{head} CCC {self.ccc:.3f}  RMSE {self.rmse:.3f}"
-        return f"{head} acc {self.accuracy:.3f}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f})"
+        ci = (f" [{self.ci_low:.3f}, {self.ci_high:.3f}] (95% CI, person bootstrap, {self.n_test_people} test "
+              f"people)" if self.ci_low is not None else "")
+        rule = f"; {self.split_rule}" if self.split_rule else ""
+        few = "; few test people: read the interval" if (self.n_test_people or 99) < 12 else ""
+        return (f"{head} acc {self.accuracy:.3f}{ci}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}"
+                f"{rule}{few})")
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (JSON) and, when predictions are held, ``path`` with suffix ``.npz``."""
@@ -240,6 +250,7 @@ def evaluate_embeddings(
     class_names: Sequence[str] | None = None,
     train_groups: Any = None,
     test_groups: Any = None,
+    split_rule: str = "",
 ) -> EvalResult:
     """Score frozen embeddings with one protocol on one target.
 
@@ -247,7 +258,10 @@ def evaluate_embeddings(
         train_X, test_X: ``(N, D)`` features (numpy or torch; ``cfg.feature`` records which output).
         train_y, test_y: class indices or names (expression, identity) or floats (valence, arousal).
         class_names: class order (default: EXPRESSIONS for expression, sorted codes for identity).
-        train_groups, test_groups: identity codes, required for kNN with ``exclude_same_identity``.
+        train_groups, test_groups: identity codes, required for kNN with ``exclude_same_identity``; the
+            accuracy's 95 % interval resamples these test people (the identity target resamples its own
+            labels; without either, every image counts as its own person).
+        split_rule: how train and test were chosen, recorded with the result.
 
     The training labels are first reduced to ``cfg.label_fraction`` (stratified for classes).
     """
@@ -308,4 +322,9 @@ def evaluate_embeddings(
         res.accuracy, res.macro_f1 = s["accuracy"], s["macro_f1"]
         res.per_class, res.confusion = s["per_class"], s["confusion"]
         res.chance = float(np.bincount(yte).max() / yte.size)
+        people = (test_groups if test_groups is not None
+                  else (yte if cfg.target == "identity" else np.arange(yte.size)))
+        score = person_bootstrap(np.asarray(pred) == yte, people, seed=cfg.seed)
+        res.ci_low, res.ci_high, res.n_test_people = score.low, score.high, score.n_people
+        res.split_rule = split_rule
     return res

@@ -49,6 +49,7 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
         y = y_names.map({c: i for i, c in enumerate(classes)}).to_numpy()
         tr, te = identity_probe_split(y, seed=cfg.seed)
         groups_tr = groups_te = None
+        rule = "identity probe: each person's images split half/half (seeded)"
     else:
         if target == "expression":
             classes = list(EXPRESSIONS)
@@ -56,6 +57,7 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
         else:
             classes = []
             y = meta[target].astype(float).to_numpy()
+        has_split = "split" in meta.columns and meta["split"].notna().any()
         split = assign_splits(meta, seed=cfg.seed).to_numpy()
         valid = (y >= 0) if target == "expression" else np.isfinite(y)
         tr = np.flatnonzero(np.isin(split, ["train", "val"]) & valid)
@@ -64,5 +66,8 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
             raise MissingMetadataError("evaluation needs both training (train/val) and test rows with labels")
         groups_tr = ids[tr] if ids is not None else None
         groups_te = ids[te] if ids is not None else None
+        n_people = len(set(groups_te.tolist())) if groups_te is not None else 0
+        rule = (f"{'manifest split' if has_split else f'seeded subject-disjoint split (seed {cfg.seed})'}: "
+                f"train+val -> test, {n_people} test people")
     return evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
-                               train_groups=groups_tr, test_groups=groups_te)
+                               train_groups=groups_tr, test_groups=groups_te, split_rule=rule)
