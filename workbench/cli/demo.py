@@ -9,9 +9,11 @@ def register(sub) -> None:
     from workbench.config import add_arguments
     from workbench.demo import DemoConfig
 
-    p = sub.add_parser("demo", help="synth → pretrain SimCLR and BYOL → probes → comparison table",
-                       description="Generate synthetic faces, pretrain SimCLR and BYOL briefly, evaluate "
-                                   "expression and identity probes and print a comparison table.")
+    p = sub.add_parser("demo", help="synth → generic vs face-specific SSL → probes with intervals → table",
+                       description="Generate calibrated synthetic faces, pretrain generic SSL methods and their "
+                                   "face-specific counterparts at an equal budget, and read expression and "
+                                   "identity probes (95% person-bootstrap intervals) between floors (raw "
+                                   "pixels, random init) and ceilings (landmark geometry, supervised).")
     p.add_argument("--out", default="runs/demo", help="output folder [default: runs/demo]")
     p.add_argument("--quiet", action="store_true")
     add_arguments(p, DemoConfig)

@@ -15,6 +15,7 @@ import sys
 #: sub-command modules, in the order ``workbench --help`` lists them
 COMMANDS = (
     "demo",
+    "study",
     "synth",
     "manifest",
     "faces",

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.errors import ConfigError, MissingMetadataError, WorkbenchError
+from workbench.evaluate.intervals import person_bootstrap
 
 
 def finetune_view():
@@ -72,6 +73,9 @@ class FinetuneResult:
     accuracy: float
     macro_f1: float
     chance: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_test_people: int | None = None
     per_view: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
@@ -92,8 +96,10 @@ class FinetuneResult:
         init = "scratch" if self.from_scratch else "pretrained"
         views = "  ".join(f"{v}: {d['accuracy']:.3f}" for v, d in self.per_view.items())
         tail = f"  | per view acc {views}" if views else ""
+        ci = (f" [{self.ci_low:.3f}, {self.ci_high:.3f}] (95% CI, person bootstrap, {self.n_test_people} test "
+              f"people)" if self.ci_low is not None else "")
         return (f"finetune ({init}, {self.label_fraction:.0%} labels, n={self.n_train}/{self.n_test}): "
-                f"acc {self.accuracy:.3f}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}){tail}")
+                f"acc {self.accuracy:.3f}{ci}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}){tail}")
 
     def save(self, path: str | Path) -> Path:
         from workbench.io import write_json
@@ -256,12 +262,16 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
         known = views != ""
         per_view = _per_view(views[known].astype(str), y_te[known], pred[known])
     counts = np.bincount(y_te, minlength=len(EXPRESSIONS))
+    people = (data.manifest.frame["identity"].astype(str).to_numpy()[test] if data.has("identity")
+              else np.arange(test.size))
+    score = person_bootstrap(pred == y_te, people, seed=seed)
     result = FinetuneResult(
         run=str(loaded.path), checkpoint="scratch" if from_scratch else loaded.checkpoint.stem,
         manifest=str(manifest.path), from_scratch=bool(from_scratch), label_fraction=float(label_fraction),
         epochs=int(epochs), lr=float(lr), seed=int(seed), n_train=int(train.size), n_test=int(test.size),
         accuracy=summary["accuracy"], macro_f1=summary["macro_f1"], chance=float(counts.max() / counts.sum()),
-        per_view=per_view, per_class=summary["per_class"], confusion=summary["confusion"],
+        ci_low=score.low, ci_high=score.high, n_test_people=score.n_people, per_view=per_view,
+        per_class=summary["per_class"], confusion=summary["confusion"],
         class_names=list(EXPRESSIONS), train_loss=losses,
         config={"batch_size": int(batch_size), "weight_decay": float(weight_decay), "augment": bool(augment),
                 "optimizer": "adamw", "schedule": "cosine", "head": "linear",
