@@ -14,6 +14,7 @@ from workbench.losses import (
     pair_positive_index,
     select_false_negatives,
 )
+from workbench.losses.maskfn import person_residual
 
 
 def _unit(v):
@@ -188,3 +189,75 @@ def test_landmark_descriptor_is_similarity_invariant_and_sees_the_mouth():
     assert float(d[0] @ d[2]) < 0.999  # an open mouth is a different descriptor
     nan = landmark_descriptor(torch.full((1, 68, 2), float("nan")))
     assert torch.all(nan == 0)
+
+
+def test_landmark_descriptor_unnormalised_is_in_iod_units():
+    lm = torch.stack([_face(), _face(4.0)])
+    raw = landmark_descriptor(lm, normalize=False)
+    torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=1), landmark_descriptor(lm))
+    torch.testing.assert_close(landmark_descriptor(lm * 2.5, normalize=False), raw, atol=1e-5, rtol=1e-5)
+
+
+def ref_person_residual(desc, ident):
+    out = []
+    valid = [bool(desc[i].abs().sum() > 0) and int(ident[i]) >= 0 for i in range(len(desc))]
+    for i in range(len(desc)):
+        if not valid[i]:
+            out.append(torch.zeros_like(desc[i]))
+            continue
+        mates = [desc[k] for k in range(len(desc)) if valid[k] and int(ident[k]) == int(ident[i])]
+        r = desc[i] - sum(mates) / len(mates)
+        out.append(r / r.norm() if r.norm() > 1e-5 else torch.zeros_like(r))
+    return torch.stack(out)
+
+
+def test_person_residual_matches_a_loop_reference_and_removes_face_shape():
+    """Each row minus its person's mean descriptor (valid rows only), L2-normalised; rows without a
+    descriptor, without identity or alone with their person give zeros. A per-person offset (face shape)
+    then changes nothing: the nearest residual is the same expression deformation."""
+    g = torch.Generator().manual_seed(7)
+    m, d = 14, 6
+    desc = torch.randn(m, d, generator=g, dtype=torch.float64)
+    ident = torch.tensor([3, 3, 3, 9, 9, 0, 0, 0, 0, 5, -1, 9, 3, 0])  # 5 alone, -1 unknown
+    desc[4] = 0  # a row without landmarks
+    got = person_residual(desc, ident)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref_person_residual(desc, ident).float(), atol=1e-6, rtol=1e-5)
+    assert torch.all(got[[4, 9, 10]] == 0)
+    shape = torch.randn(10, d, generator=g, dtype=torch.float64) * 5  # one large offset per person
+    shifted = desc + torch.where(desc.abs().sum(1, keepdim=True) > 0, shape[ident.clamp_min(0)], 0)
+    torch.testing.assert_close(person_residual(shifted, ident)[ident >= 0], got[ident >= 0], atol=1e-5, rtol=1e-4)
+    # two identical images of one person: no residual (no descriptor), not float noise blown up to unit length
+    twin = person_residual(torch.tensor([[0.3, 0.7, 0.1], [0.3, 0.7, 0.1], [0.2, 0.1, 0.5]]), torch.tensor([1, 1, 2]))
+    assert torch.all(twin == 0)
+
+
+def test_person_residual_picks_the_same_expression_across_face_shapes():
+    """Two people whose face shapes differ far more than their expressions: per image, each row's
+    nearest descriptor is its own person's other image; per person, it is the other person's image with
+    the same expression."""
+    neutral, open_ = _face(), _face(2.0)
+    wide = neutral.clone()
+    wide[48:68, 0] = 32 + (wide[48:68, 0] - 32) * 1.4  # person B: a much wider mouth
+    wide_open = wide.clone()
+    wide_open[[57, 58, 56, 65, 66, 67]] += torch.tensor([0.0, 2.0])
+    lm = torch.stack([neutral, open_, wide, wide_open])  # rows: A-neutral, A-open, B-neutral, B-open
+    ident = torch.tensor([0, 0, 1, 1])
+    pos = torch.arange(4)  # no positive pairing: only the row itself is excluded
+    per_image = select_false_negatives(landmark_descriptor(lm), pos)
+    assert torch.equal(ident[per_image], ident)  # face shape wins
+    per_person = select_false_negatives(person_residual(landmark_descriptor(lm, normalize=False), ident), pos)
+    assert per_person.tolist() == [2, 3, 0, 1]  # same expression, other person
+
+
+def test_person_residual_reads_nothing_from_the_device_and_is_float32_under_autocast():
+    g = torch.Generator().manual_seed(8)
+    lm = torch.rand(12, 68, 2, generator=g) * 48
+    lm[3] = float("nan")
+    ident = torch.arange(12) % 4
+    with DeviceReads() as reads:
+        r = person_residual(landmark_descriptor(lm, normalize=False), ident)
+    assert reads.host + reads.checks + reads.shapes + reads.python_data == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rb = person_residual(landmark_descriptor(lm, normalize=False).bfloat16(), ident)
+    assert rb.dtype == torch.float32 and torch.all(r[3] == 0)

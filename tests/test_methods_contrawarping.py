@@ -127,6 +127,8 @@ def test_registered_with_documented_unverified_defaults():
     assert ContraWarping.synth_mode == "plain" and ContraWarping.paper_run == {"backbone": "resnet18", "epochs": 50}
     c = ContraWarpingConfig()
     assert (c.negatives, c.negative_weight, c.negative_loss, c.negative_encoder) == (1, 1.0, "margin", "target")
+    # warp sized in inter-ocular distances, expression-sized (see tests/test_views_warp.py), jaw pinned
+    assert (c.warp.unit, c.warp.magnitude, c.warp.radius, c.warp.pin) == ("iod", 0.2, 0.3, ("jaw",))
     assert "UNVERIFIED" in ContraWarping.__doc__ and "m6" in ContraWarping.__doc__
     for preset in ("paper", "cpu"):
         from_dict(ContraWarpingConfig, ContraWarping.presets[preset])
@@ -134,7 +136,7 @@ def test_registered_with_documented_unverified_defaults():
 
 def test_negatives_share_the_anchor_views_global_transform(plain):
     _, data = plain
-    still = method(warp={"magnitude": 0.0}, negatives=2)
+    still = method(warp={"magnitude": 0.0}, negatives=2, negative_blur=True)
     v = still.make_views(make_batch(data, seed=3))
     assert v.neg1.shape == (2, B, 3, S, S)
     for j in range(2):  # no warp: the negative IS the anchor view, bit for bit
@@ -145,9 +147,27 @@ def test_negatives_share_the_anchor_views_global_transform(plain):
     assert not torch.equal(moved.neg1[0], moved.v1)
 
 
+def test_negatives_skip_the_anchor_views_blur_by_default(plain):
+    """Default ``negative_blur=False``: a negative is its anchor view's transform without the blur (same
+    crop, flip, jitter, grayscale, solarize draws), so the blur cannot smooth the warp away."""
+    _, data = plain
+    assert ContraWarpingConfig().negative_blur is False
+    still = method(warp={"magnitude": 0.0}, negatives=2)
+    assert still.cfg.view1.blur_p == 1.0  # BYOL view 1 always blurs: the anchor view is blurred
+    v = still.make_views(make_batch(data, seed=3))
+    from workbench.config import to_dict
+
+    unblurred = {f"view{i}": {**to_dict(getattr(still.cfg, f"view{i}")), "blur_p": 0.0} for i in (1, 2)}
+    sharp = method(warp={"magnitude": 0.0}, negatives=2, **unblurred)
+    u = sharp.make_views(make_batch(data, seed=3))
+    for j in range(2):  # no warp: the negative is the un-blurred anchor view, bit for bit
+        assert torch.equal(v.neg1[j], u.v1) and torch.equal(v.neg2[j], u.v2)
+    assert not torch.equal(v.neg1[0], v.v1)  # ... which differs from the blurred anchor view
+
+
 def test_warped_negatives_differ_only_near_expression_regions(plain):
     from workbench.data.landmarks import PARTS
-    from workbench.views.warp import face_size
+    from workbench.views.warp import warp_unit
 
     _, data = plain
     m = method(warp={"magnitude": 0.2, "radius": 0.15})
@@ -160,7 +180,7 @@ def test_warped_negatives_differ_only_near_expression_regions(plain):
     ys, xs = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
     pix = torch.stack([xs, ys], -1).float().view(1, -1, 2)
     dist = torch.cdist(pix.expand(B, -1, -1), lm[:, expr]).amin(dim=2).view(B, S, S)
-    reach = 3 * m.cfg.warp.radius * face_size(lm) + 1.5  # bumps end at 3 sigma (+ bilinear footprint)
+    reach = 3 * m.cfg.warp.radius * warp_unit(lm, m.cfg.warp) + 1.5  # bumps end at 3 sigma (+ bilinear footprint)
     assert torch.all(dist[changed] <= reach.view(B, 1, 1).expand(B, S, S)[changed])
     jaw = lm[:, list(PARTS["jaw"])].round().long().clamp(0, S - 1)
     far_jaw = dist[torch.arange(B)[:, None], jaw[..., 1], jaw[..., 0]] > reach[:, None]

@@ -73,6 +73,7 @@ def test_registered_with_verified_defaults_presets_and_ablation_rows():
     assert (c.temperature, c.offsets, c.offset_weights, c.min_negative_distance) == \
         (0.07, (2, 3, 4, 5, 6), (5.0, 4.0, 3.0, 2.0, 1.0), 12)
     assert (c.swap.p, c.mask.p, c.mask.per_sample, c.maskfn_lambda) == (0.8, 0.8, True, 0.8)
+    assert c.mask_shared and SSLFER.presets["paper"]["mask_shared"] is False  # shared = our default
     assert (c.proj_hidden_dim, c.proj_dim, c.proj_batch_norm) == (2048, 128, False)
     assert (c.anchor_view.jitter_p, c.positive_view.jitter_p, c.anchor_view.blur_kernel) == (1.0, 0.8, 3)
     assert (c.descriptor, c.protect_hard_negatives, c.descriptor_crop) == ("landmarks", True, 64)
@@ -142,6 +143,34 @@ def test_views_are_in_loss_order_A_NA_P_NP(clips):
     assert v2.images.shape == (2 * b, 3, S, S) and torch.equal(v2.positive_index, pair_positive_index(b))
 
 
+@pytest.mark.parametrize("hard_negatives", [True, False])
+def test_part_mask_is_shared_by_the_pair_by_default_independent_as_ablation(clips, monkeypatch, hard_negatives):
+    """Default: row i and its positive (i ± M/2: A/P, NA/NP) get the same part masked, or none in both.
+    ``mask_shared=False`` (the official code) draws per view, so some pairs differ."""
+    import workbench.methods.sslfer as mod
+
+    _, data = clips
+    chosen: list[torch.Tensor] = []
+    real = mod.part_mask
+
+    def spy(*args, **kw):
+        out, c = real(*args, **kw)
+        chosen.append(c)
+        return out, c
+
+    monkeypatch.setattr(mod, "part_mask", spy)
+    for shared in (True, False):
+        m = method(face_swap=False, hard_negatives=hard_negatives, mask={"p": 0.8},
+                   **({} if shared else {"mask_shared": False}))
+        _, batch = first_batch(m, data, batch_size=8, seed=2)
+        v = m.make_views(batch)
+        c = chosen[-1]
+        assert c.shape == (v.images.shape[0],)
+        same = c == c[v.positive_index]
+        assert bool(same.all()) is shared, (shared, c)
+        assert (c >= 0).any()
+
+
 def test_faceswap_swaps_positives_with_other_identities_never_anchors(clips):
     _, data = clips
     m = method(swap={"p": 1.0})
@@ -191,6 +220,45 @@ def test_training_step_is_maskfn_over_the_views_with_protected_hard_negatives(cl
     got = plain_nt.training_step(batch)["loss"].detach()
     want = nt_xent(plain_nt(v.images)["z"], v.positive_index, 0.07).detach()
     assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def _expected_maskfn_loss(m: SSLFER, v, z, per_person: bool):
+    from workbench.losses.maskfn import person_residual
+
+    desc = landmark_descriptor(v.raw_landmarks)
+    if per_person:
+        desc = person_residual(desc, v.identity)
+    has = desc.abs().sum(1) > 0
+    protect = (v.item[:, None] == v.item[None, :]) | ~has[None, :]
+    fn = select_false_negatives(desc, v.positive_index, protect)
+    fn = torch.where(has, fn, torch.full_like(fn, -1))
+    return maskfn_loss(z, v.positive_index, fn, m.cfg.temperature, m.cfg.maskfn_lambda), fn
+
+
+@pytest.mark.parametrize("per_person", [False, True])
+def test_descriptor_per_person_option_and_rows_without_a_descriptor(clips, per_person):
+    """``descriptor_per_person`` (off by default, measured): MaskFN compares each row's deviation from
+    its person's mean descriptor in the batch (identity codes of the rows, in loss order). Either way a
+    row without landmarks neither gets nor becomes a false negative."""
+    _, data = clips
+    assert SSLFERConfig().descriptor_per_person is False
+    m = method(descriptor_per_person=per_person, face_swap=False)
+    rows, batch = first_batch(m, data, seed=6)
+    batch.landmarks[0, 2] = float("nan")  # item 0's NA: loss row b
+    b = rows.shape[0]
+    v = m.make_views(batch)
+    ident = torch.from_numpy(data.codes("identity")[0])
+    order = torch.from_numpy(rows[:, [0, 2, 1, 3]].T.reshape(-1))  # [A, NA, P, NP]
+    assert torch.equal(v.identity, ident[order])
+    z = m(v.images)["z"]
+    expected, fn = _expected_maskfn_loss(m, v, z, per_person)
+    assert fn[b] == -1 and not (fn == b).any()
+    _, batch = first_batch(m, data, seed=6)
+    batch.landmarks[0, 2] = float("nan")
+    out = m.training_step(batch)
+    assert float(out["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    _, other = _expected_maskfn_loss(m, v, z, not per_person)
+    assert not torch.equal(fn, other)  # the option changes which rows are promoted
 
 
 def test_step_maskfn_terms_are_the_library_terms_with_a_masked_l2_mean():

@@ -99,3 +99,22 @@ def test_config_is_documented():
     assert all(spec.help for spec in describe(PartMaskConfig))
     cfg = from_dict(PartMaskConfig, to_dict(PartMaskConfig()))
     assert cfg == PartMaskConfig()
+
+
+def test_given_draws_mask_the_same_part_in_two_views():
+    """``draw_part_mask`` + ``draws=``: what part_mask would draw itself (same stream), and one draw
+    reused for two batches masks the same part with the same coin in both (SSL-FER's shared pair mask)."""
+    from workbench.views.masking import draw_part_mask
+
+    x, lm = faces(12)
+    cfg = PartMaskConfig(p=0.6)
+    own, c_own = part_mask(x, lm, cfg, gen(5))
+    drawn = draw_part_mask(12, cfg, gen(5))
+    given, c_given = part_mask(x, lm, cfg, gen(123), draws=drawn)
+    assert torch.equal(own, given) and torch.equal(c_own, c_given)
+    assert (c_own == -1).any() and (c_own >= 0).any()
+    choice, apply = draw_part_mask(6, cfg, gen(7))
+    _, pair = part_mask(x, lm, cfg, gen(), draws=(choice.repeat(2), apply.repeat(2)))
+    assert torch.equal(pair[:6], pair[6:])
+    with pytest.raises(ConfigError, match="draws"):
+        part_mask(x, lm, cfg, gen(), draws=(choice, apply))

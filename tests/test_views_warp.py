@@ -12,7 +12,16 @@ from workbench.config import describe
 from workbench.data.landmarks import PARTS
 from workbench.errors import ConfigError
 from workbench.views import LocalWarpConfig, _ops, local_warp, render_faces, template_landmarks, warp
-from workbench.views.warp import _CUT, MAX_SLOPE, _field, _field_at, face_size, sample_warp_params
+from workbench.views.warp import (
+    _CUT,
+    MAX_SLOPE,
+    _field,
+    _field_at,
+    face_size,
+    inter_ocular,
+    sample_warp_params,
+    warp_unit,
+)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -43,7 +52,7 @@ def test_changes_pixels_only_near_chosen_regions(pin):
     assert changed.flatten(1).any(dim=1).all()  # every face was warped
     # allowed zone: within 3 sigma of any landmark of the warp regions
     idx = sorted({i for r in cfg.regions for i in PARTS[r]})
-    sigma = cfg.radius * face_size(lm)
+    sigma = cfg.radius * warp_unit(lm, cfg)
     grid = _ops.pixel_grid(64, 64, torch.device("cpu"))
     d2 = ((grid[None, :, :, None] - lm[:, None, None, idx]) ** 2).sum(-1).amin(-1)
     zone = d2 <= (3 * sigma[:, None, None]) ** 2 + 1e-3
@@ -64,7 +73,7 @@ def test_changes_pixels_only_near_chosen_regions(pin):
 def test_landmarks_follow_the_warped_image():
     size = 64
     lm = template_landmarks(size, 6, scale_jitter=0.05, generator=gen(3))
-    cfg = LocalWarpConfig(magnitude=0.12, radius=0.12, regions=("mouth",), points_per_region=3, pin=())
+    cfg = LocalWarpConfig(magnitude=0.12, radius=0.12, regions=("mouth",), points_per_region=3, pin=(), unit="face")
     grid = _ops.pixel_grid(size, size, torch.device("cpu"))
     for i in (48, 54, 57):  # mouth corners and lower lip
         blob = torch.exp(-((grid[None] - lm[:, None, None, i]) ** 2).sum(-1) / (2 * 1.0**2))
@@ -119,13 +128,74 @@ def test_deterministic_and_per_sample():
     assert torch.equal(a, b) and torch.equal(la, lb)
     flat = a.flatten(1)
     assert ((torch.cdist(flat, flat) + 1e9 * torch.eye(8)) > 1e-4).all()  # each copy warped differently
-    ctrl, delta, sigma = sample_warp_params(lm8, LocalWarpConfig(), gen(7))
+    cfg = LocalWarpConfig()
+    ctrl, delta, sigma = sample_warp_params(lm8, cfg, gen(7))
     assert ctrl.shape == (8, 9, 2) and delta.shape == (8, 9, 2) and sigma.shape == (8, 9)
-    size = face_size(lm8)[:, None]
+    size = inter_ocular(lm8)[:, None]  # the default unit
     lengths = delta.norm(dim=-1)
-    assert (lengths <= 0.06 * size + 1e-4).all() and (lengths <= sigma + 1e-4).all()
-    assert (lengths >= torch.minimum(0.5 * 0.06 * size, sigma) - 1e-4).all()
-    assert (sigma <= 0.1 * size + 1e-4).all()
+    assert (lengths <= cfg.magnitude * size + 1e-4).all() and (lengths <= sigma + 1e-4).all()
+    assert (lengths >= torch.minimum(0.5 * cfg.magnitude * size, sigma) - 1e-4).all()
+    assert (sigma <= cfg.radius * size + 1e-4).all()
+
+
+def test_magnitude_and_radius_are_in_inter_ocular_distances():
+    """Default unit: each face's IOD (outer eye corners 36-45). The same face at twice the size gets
+    exactly twice the displacements and sigmas, a wider face in the same image wider bumps; 'face'
+    keeps the former unit (landmark box size)."""
+    from workbench.data.landmarks import inter_ocular_distance
+
+    _, lm = faces(6, size=48)
+    iod = inter_ocular(lm)
+    torch.testing.assert_close(iod, torch.as_tensor(inter_ocular_distance(lm.numpy())), rtol=1e-6, atol=1e-5)
+    cfg = LocalWarpConfig()
+    torch.testing.assert_close(warp_unit(lm, cfg, (48, 48)), iod)
+    _, d1, s1 = sample_warp_params(lm, cfg, gen(2), (48, 48))
+    _, d2, s2 = sample_warp_params(lm * 2, cfg, gen(2), (96, 96))
+    torch.testing.assert_close(d2, 2 * d1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s2, 2 * s1, rtol=1e-5, atol=1e-5)
+    unpinned = LocalWarpConfig(pin=())  # sigma = radius x IOD exactly
+    _, _, s = sample_warp_params(lm, unpinned, gen(2), (48, 48))
+    torch.testing.assert_close(s, (0.3 * iod)[:, None].expand_as(s))
+    wide = lm.clone()
+    wide[..., 0] = 24 + 2 * (lm[..., 0] - 24)  # eye corners about twice as far apart, same image
+    assert (inter_ocular(wide) > 1.9 * iod).all()
+    _, _, s_wide = sample_warp_params(wide, unpinned, gen(2), (48, 48))
+    torch.testing.assert_close(s_wide, (0.3 * inter_ocular(wide))[:, None].expand_as(s_wide))
+    torch.testing.assert_close(warp_unit(lm, LocalWarpConfig(unit="face")), face_size(lm))
+
+
+def test_rows_without_an_inter_ocular_distance_fall_back_to_the_image_size():
+    _, lm = faces(4, size=48)
+    lm = lm.clone()
+    lm[1, 36] = float("nan")  # a missing eye corner
+    lm[2] = 0.0  # placeholder landmarks (ContraWarping zeroes rows without landmarks)
+    cfg = LocalWarpConfig(fallback_iod=0.4)
+    unit = warp_unit(lm, cfg, (48, 48))
+    assert torch.isfinite(unit).all()
+    torch.testing.assert_close(unit[[1, 2]], torch.full((2,), 0.4 * 48))
+    torch.testing.assert_close(unit[[0, 3]], inter_ocular(lm[[0, 3]]))
+    assert (warp_unit(lm, cfg) >= 1).all()  # without the image size: landmark box based, still >= 1 px
+
+
+def test_default_warp_moves_landmarks_like_an_expression():
+    """Defaults (0.2 / 0.3 IOD, jaw pinned): at 48 px the most-moved landmark of a face moves about
+    0.1-0.25 IOD (expressions: 0.13-0.30), several px; the former defaults (0.06 / 0.1 face size, jaw and
+    nose pinned) moved it < 0.1 IOD (~2 px), less than any expression."""
+    x, lm = faces(16, size=48, seed=4)
+    iod = inter_ocular(lm)
+
+    def moved(cfg):
+        _, lm2 = local_warp(x, lm, cfg, gen(9))
+        return (lm2 - lm).norm(dim=-1).amax(dim=1) / iod
+
+    new = moved(LocalWarpConfig())
+    old = moved(LocalWarpConfig(unit="face", magnitude=0.06, radius=0.1, pin=("jaw", "nose")))
+    assert 0.1 < float(new.mean()) < 0.25, new
+    assert float(old.mean()) < 0.1 and float(new.mean()) > 1.4 * float(old.mean())
+    assert float((new * iod).mean()) > 2.5  # pixels at 48 px
+    _, lm2 = local_warp(x, lm, LocalWarpConfig(), gen(9))
+    jaw = list(PARTS["jaw"])
+    assert torch.equal(lm2[:, jaw], lm[:, jaw])  # the jaw is still pinned
 
 
 def test_config_checks():
@@ -136,6 +206,8 @@ def test_config_checks():
         local_warp(x, lm, LocalWarpConfig(pin=("neck",)), gen())
     with pytest.raises(ConfigError):
         local_warp(x, lm[:, :5], LocalWarpConfig(), gen())
+    with pytest.raises(ConfigError, match="unit"):
+        local_warp(x, lm, LocalWarpConfig(unit="px"), gen())
     assert all(s.help for s in describe(LocalWarpConfig))
 
 

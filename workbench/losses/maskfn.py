@@ -13,7 +13,8 @@ row adds no ``L2`` term, so ``maskfn_loss(z, pos, None)`` equals :func:`~workben
 
 The descriptor used by the paper is a frozen ImageNet ResNet-18 on eye and mouth crops;
 :func:`landmark_descriptor` is a weight-free stand-in from the 68-point landmark geometry of the
-same regions (see its docstring).
+same regions (see its docstring), normalised per image; :func:`person_residual` subtracts each
+person's mean descriptor in the batch, so that what is compared is the expression deformation.
 """
 
 from __future__ import annotations
@@ -62,9 +63,17 @@ def maskfn_terms(z: Tensor, positive_index: Tensor, false_negative: Tensor | Non
 
     ``false_negative`` (M,) int64 row indices (−1 = none for that row) or None (no removal). The
     false negatives are dropped by index, ``drop[i, max(fn_i, 0)] |= fn_i >= 0``: no boolean-mask
-    indexing (a data-dependent shape, i.e. a device read on CUDA).
+    indexing (a data-dependent shape, i.e. a device read on CUDA). The logits ``z zᵀ / τ`` are float32
+    even under AMP (autocast is off here, as in :func:`~workbench.losses.nt_xent`): in bfloat16 a
+    cosine step of ~0.03 is lost at τ = 0.07 and the loss stays flat at ``ln(M − 1)``.
     """
-    z = F.normalize(z.float(), dim=1)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        return _maskfn_terms(z.float(), positive_index, false_negative, temperature)
+
+
+def _maskfn_terms(z: Tensor, positive_index: Tensor, false_negative: Tensor | None,
+                  temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    z = F.normalize(z, dim=1)
     m = z.shape[0]
     dev = z.device
     rows = torch.arange(m, device=dev)
@@ -103,14 +112,18 @@ def maskfn_loss(z: Tensor, positive_index: Tensor, false_negative: Tensor | None
     return loss
 
 
-def landmark_descriptor(landmarks: Tensor) -> Tensor:
-    """(B, 64) weight-free eye/mouth shape descriptor from 68-point landmarks (B, 68, 2).
+def landmark_descriptor(landmarks: Tensor, *, normalize: bool = True) -> Tensor:
+    """(B, 64) weight-free eye/mouth shape descriptor from 68-point landmarks (B, 68, 2), per image
+    normalised.
 
     Eyes (36-47) and mouth (48-67) points are each centred on their own centroid (as the paper's
-    separate eye and mouth crops), rotated so that the line between the eye centres is horizontal
-    (roll removed), divided by the inter-ocular distance, flattened, concatenated and L2-normalised.
+    separate eye and mouth crops; removes the head's position and the pose-driven shift of the mouth
+    against the eyes), rotated so that the line between the eye centres is horizontal (roll removed),
+    divided by the inter-ocular distance (between the eye centres), flattened and concatenated;
+    L2-normalised when ``normalize`` (else in IOD units, the input of :func:`person_residual`).
     Translation-, scale- and roll-invariant, so the nearest descriptor is the most similar eye/mouth
-    configuration (eye opening, brows excluded, mouth opening/stretch). Rows with missing (NaN)
+    configuration (eye opening, brows excluded, mouth opening/stretch), but still dominated by each
+    person's own eye and mouth shape: :func:`person_residual` removes that. Rows with missing (NaN)
     landmarks give a zero vector (cosine 0 with everything).
     """
     lm = landmarks.float()
@@ -127,4 +140,41 @@ def landmark_descriptor(landmarks: Tensor) -> Tensor:
         return (pts @ rot.transpose(1, 2)) / iod[:, None, None]
 
     desc = torch.cat([block(RIGHT_EYE + LEFT_EYE).flatten(1), block(MOUTH).flatten(1)], dim=1)
-    return F.normalize(torch.nan_to_num(desc, nan=0.0, posinf=0.0, neginf=0.0), dim=1)
+    desc = torch.nan_to_num(desc, nan=0.0, posinf=0.0, neginf=0.0)
+    return F.normalize(desc, dim=1) if normalize else desc
+
+
+#: residuals shorter than this (descriptor units: IOD for landmarks) count as "no descriptor"
+RESIDUAL_EPS = 1e-5
+
+
+def person_residual(descriptors: Tensor, identity: Tensor, *, normalize: bool = True) -> Tensor:
+    """Per-person descriptors: each row minus the mean descriptor of its person's rows in the batch.
+
+    What is left is the row's deviation from its person's average face in the batch, i.e. its
+    expression deformation, not the person's face shape (which dominates a landmark descriptor: the
+    nearest descriptor is otherwise mostly the same person or a look-alike). Rows that have no
+    descriptor (all zero, e.g. missing landmarks) or no identity (code < 0) neither count in the means
+    nor get one: their output is a zero vector, as is any residual shorter than ``RESIDUAL_EPS`` (the
+    only image of its person in the batch, or copies of one image).
+
+    Args:
+        descriptors: (M, D) per-image descriptors (e.g. :func:`landmark_descriptor` with
+            ``normalize=False``); float32 inside, autocast off.
+        identity: (M,) int64 person codes (−1 = unknown).
+        normalize: L2-normalise the residuals (zero rows stay zero).
+
+    Pairwise same-person matrix (M, M) and one matmul: no device read, no data-dependent shape, any
+    code values (no ``max(code) + 1`` sized buffer).
+    """
+    with torch.autocast(device_type=descriptors.device.type, enabled=False):
+        d = torch.nan_to_num(descriptors.float())
+        ident = identity.to(d.device).view(-1)
+        valid = (d.abs().sum(dim=1) > 0) & (ident >= 0)
+        same = (ident[:, None] == ident[None, :]) & valid[None, :]
+        w = same.to(d.dtype)
+        mean = (w @ d) / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        r = d - mean
+        keep = valid & (r.norm(dim=1) > RESIDUAL_EPS)
+        r = torch.where(keep[:, None], r, torch.zeros_like(r))
+        return F.normalize(r, dim=1) if normalize else r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,7 +21,8 @@ from workbench.views.warp import LocalWarpConfig, local_warp
 @dataclass
 class ContraWarpingConfig(BYOLConfig):
     warp: LocalWarpConfig = field(default_factory=LocalWarpConfig, metadata={
-        "help": "Landmark-driven local warp of mouth/eyes/brows (jaw and nose pinned, identity kept); "
+        "help": "Landmark-driven local warp of mouth/eyes/brows (jaw pinned, identity kept), sized in "
+                "inter-ocular distances (default up to 0.2 IOD: an expression-sized move at any image size); "
                 "the paper's operator is UNVERIFIED."})
     negatives: int = param(1, "Warped negatives per image and view (UNVERIFIED; the released checkpoint name "
                               "'..._m6_...' might mean 6). Cost: one extra target pass per negative.", min=1)
@@ -33,6 +35,10 @@ class ContraWarpingConfig(BYOLConfig):
                           min=0.0, max=2.0)
     temperature: float = param(0.2, "InfoNCE temperature for negative_loss='infonce' (UNVERIFIED; 0.1-0.5).",
                                min=1e-3, max=10.0)
+    negative_blur: bool = param(False, "Pass the warped negatives through the anchor view's Gaussian blur too "
+                                       "(True = former behaviour). Off by default: the blur (BYOL view 1 blurs "
+                                       "always; the paper presets up to sigma 2 px) smooths away the few-pixel "
+                                       "warp that is the only difference the negative exists for.")
     negative_encoder: str = param("target", "Network that embeds the warped negatives (UNVERIFIED): 'target' = "
                                             "EMA target projection, no gradient (brief's proposal); 'online' = "
                                             "online projection, gradients push both apart.",
@@ -42,7 +48,7 @@ class ContraWarpingConfig(BYOLConfig):
 @dataclass
 class ContraWarpingViews:
     """``v1``, ``v2`` (B, 3, S, S) global views; ``neg1``, ``neg2`` (n, B, 3, S, S) the warped copies
-    under the SAME global transform as ``v1`` / ``v2``; ``warped`` (n, B, 3, S, S) before that transform;
+    under the SAME global transform as ``v1`` / ``v2`` (without its blur unless ``negative_blur``); ``warped`` (n, B, 3, S, S) before that transform;
     ``valid`` (B,) rows with landmarks (only they get the negative term)."""
 
     v1: torch.Tensor
@@ -60,7 +66,9 @@ class ContraWarping(BYOL):
     locally warped copies ``w_j = warp_j(x)`` (``local_warp``: random displacements of mouth, eye and
     brow landmarks with jaw and nose pinned, so identity geometry is kept and only expression-bearing
     local geometry changes), each passed through the SAME global transforms (``T1(w_j)``, ``T2(w_j)``:
-    the generator state is replayed), so a negative differs from its anchor view only locally.
+    the generator state is replayed) except the Gaussian blur (``negative_blur`` False: the blur would
+    smooth the warp away), so a negative differs from its anchor view only locally (and in sharpness).
+    The warp is sized in inter-ocular distances (``warp.unit``), up to 0.2 IOD by default.
 
     ``L = BYOL(p1, t2) + BYOL(p2, t1) + λ_neg [N(p1; t2, T1(w)) + N(p2; t1, T2(w))]`` with the BYOL
     terms ``2 − 2cos`` (online predictor vs. EMA target of the other view) and ``N`` the negative term
@@ -117,6 +125,8 @@ class ContraWarping(BYOL):
         end = gen.get_state()
         negs = []
         for state, view in ((s1, c.view1), (s2, c.view2)):
+            if not c.negative_blur:  # same draws (every stage always draws), no blur applied
+                view = dataclasses.replace(view, blur_p=0.0)
             out = []
             for w in warped:
                 gen.set_state(state)

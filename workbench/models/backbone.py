@@ -3,6 +3,12 @@
 Any ``timm.create_model`` name works (``resnet18``, ``resnet50``, ``vit_tiny_patch16_224``,
 ``convnext_atto``...). Weights are never downloaded: ``pretrained=False`` always; to start from
 weights, pass ``weights=PATH`` to a local ``.safetensors`` (or a tensor-only ``.pth``) file.
+
+Output contract (whatever the model and options): ``forward`` gives pooled ``(B, dim)`` features with
+``dim = model.num_features``; ``forward_map`` the unpooled ``(B, C, h, w)`` map (CNNs) or ``(B, N, C)``
+tokens (ViTs); ``cam_layer()`` the last feature stage. ``small_stem`` (timm ResNets) only changes the
+spatial size of the maps (stride 8 instead of 32), never these shapes' meaning or the module names
+(``conv1``, ``maxpool``, ``layer1``..``layer4`` stay; checkpoints and Grad-CAM layer names still apply).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str = "resnet18", *, image_size: int = 64, weights: str | Path | None = None,
                  mean: tuple[float, float, float] = IMAGENET_MEAN,
-                 std: tuple[float, float, float] = IMAGENET_STD, **timm_kwargs):
+                 std: tuple[float, float, float] = IMAGENET_STD, small_stem: bool = False, **timm_kwargs):
         super().__init__()
         import timm
 
@@ -44,12 +50,15 @@ class Backbone(nn.Module):
             kwargs.setdefault("img_size", image_size)
         self.name = name
         self.model = timm.create_model(name, **kwargs)
+        self.small_stem = bool(small_stem)
+        if small_stem:
+            use_small_stem(self.model, name)
         self.dim = int(self.model.num_features)
         self.is_vit = hasattr(self.model, "patch_embed") and hasattr(self.model, "blocks")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if weights:
-            load_backbone_weights(self.model, weights)
+            load_backbone_weights(self.model, weights, crop_stem=self.small_stem)
 
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         return (images01 - self.mean.to(images01.dtype)) / self.std.to(images01.dtype)
@@ -88,13 +97,44 @@ class Backbone(nn.Module):
         return int(getattr(self.model, "num_prefix_tokens", 1 if self.is_vit else 0))
 
 
+def use_small_stem(model: nn.Module, name: str = "") -> None:
+    """Turn a timm ResNet's ImageNet stem into a small-image stem, in place: stride 1 before ``layer1``.
+
+    Single-conv stems (``resnet18``, ``resnet50``: 7x7 stride 2) get a 3x3 stride-1 conv (same
+    channels, fresh init); deep stems (``resnet10t``, ``*d``: three 3x3 convs, the first stride 2) keep
+    their convs with every stride set to 1; the max-pool becomes ``nn.Identity``. A 48 px face then
+    keeps a 48x48 map before ``layer1`` (12x12 with the ImageNet stem) and 6x6 after ``layer4`` (2x2).
+    Compute grows ~13x (resnet18 at 48 px: 37 -> 479 GFLOP per forward+backward of 64 images). ``feature_info`` reductions
+    are updated. Other models: :class:`ConfigError`.
+    """
+    conv1, pool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
+    if conv1 is None or pool is None or not hasattr(model, "layer1"):
+        raise ConfigError(f"small_stem is for timm ResNets (conv1 + maxpool + layer1..4); '{name or type(model).__name__}' "
+                          "has no such stem")
+    if isinstance(conv1, nn.Conv2d):
+        model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=3, stride=1, padding=1,
+                                bias=conv1.bias is not None)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # timm's ResNet init
+    else:
+        for m in conv1.modules():
+            if isinstance(m, nn.Conv2d):
+                m.stride = (1, 1)
+    model.maxpool = nn.Identity()
+    for info in getattr(model, "feature_info", None) or []:
+        if isinstance(info, dict) and "reduction" in info:
+            info["reduction"] = max(1, int(info["reduction"]) // 4)
+
+
 def _accepts_img_size(name: str) -> bool:
     n = name.lower()
     return any(k in n for k in ("vit", "deit", "beit", "eva", "swin", "cait", "xcit", "pit_"))
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
-    """Load tensor-only weights from a local file (safetensors or weights_only torch file)."""
+def load_backbone_weights(model: nn.Module, path: str | Path, *, crop_stem: bool = False) -> None:
+    """Load tensor-only weights from a local file (safetensors or weights_only torch file).
+
+    ``crop_stem`` (a :func:`use_small_stem` model): a ``conv1.weight`` with a larger kernel than the
+    model's (ImageNet 7x7 into the small stem's 3x3) is loaded as its centre crop."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"backbone weights not found: {p}")
@@ -111,6 +151,13 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
             state = state["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: expected a mapping of parameter names to tensors")
+    own = getattr(model, "conv1", None)
+    w = state.get("conv1.weight")
+    if crop_stem and isinstance(own, nn.Conv2d) and isinstance(w, torch.Tensor) and w.ndim == 4 \
+            and w.shape[:2] == own.weight.shape[:2] and w.shape[2] > own.weight.shape[2]:
+        k, big = own.weight.shape[2], w.shape[2]
+        lo = (big - k) // 2
+        state = {**state, "conv1.weight": w[:, :, lo:lo + k, lo:lo + k].contiguous()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     loaded = len(state) - len(unexpected)
     if loaded == 0:

@@ -24,6 +24,11 @@ class ModelConfig:
                                       "resnet18, resnet10t, vit_tiny_patch16_224 (with --image-size 64 → "
                                       "patch grid 4x4), convnext_atto.")
     weights: str = param("", "Optional local file (.safetensors or tensor-only .pth) to initialise the backbone.")
+    small_stem: bool = param(False, "timm ResNets only: 3x3 stride-1 first conv(s) and no max-pool, so a 48-64 px "
+                                     "face keeps a 48x48 map before layer1 (12x12 with the ImageNet stem) and 1-2 px "
+                                     "cues survive; costs ~13x the compute (resnet18, 64 images at 48 px, forward+backward: "
+                                     "37 -> 479 GFLOP, 0.5 -> 6.5 s on one CPU thread). Off by default for that cost "
+                                     "(ImageNet conv1 weights load as their 3x3 centre).")
 
 
 @dataclass

@@ -39,7 +39,7 @@ def build_method(config: RunConfig):
     cls = get_method(config.method)
     mcfg = config.build_method_config()
     backbone = Backbone(config.model.backbone, image_size=config.data.image_size,
-                        weights=config.model.weights or None)
+                        weights=config.model.weights or None, small_stem=config.model.small_stem)
     return cls(mcfg, backbone, config.data.image_size)
 
 

@@ -4,7 +4,8 @@
 inscribed in the part's landmark box grown by a margin (SSL-FER: 10 px at 112 px). The official
 code draws the part ONCE per transform object (``random.choice`` in ``__init__``), i.e. once per
 run; here the intended per-sample choice is the default and ``per_sample=False`` draws one part per
-call (for the once-per-run behaviour, list a single part). SSL-FER's "left eye" is 36-41 in image
+call (for the once-per-run behaviour, list a single part). :func:`draw_part_mask` draws the part and
+the coin separately, so that a caller can mask the same part in two views (SSL-FER's shared default). SSL-FER's "left eye" is 36-41 in image
 terms; our names follow the subject (``right_eye`` = 36-41, ``left_eye`` = 42-47), which does not
 matter for a uniform choice among both eyes.
 """
@@ -67,25 +68,42 @@ def part_boxes(landmarks: Tensor, parts: Sequence[str | Sequence[int]]) -> Tenso
     return torch.stack(boxes, dim=1)
 
 
+def draw_part_mask(batch: int, cfg: PartMaskConfig, generator: torch.Generator | None,
+                   device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """The random draws of :func:`part_mask` for ``batch`` samples: (part index (B,) int64, applied (B,) bool).
+
+    Draw them once and pass them to :func:`part_mask` (``draws=``) for several batches to mask the
+    same part in each, e.g. ``(choice.repeat(2), apply.repeat(2))`` for ``[anchors, positives]``.
+    """
+    n = len(_part_indices(cfg.parts))
+    u = torch.rand((batch,), generator=generator, device=device)
+    choice = (u * n).long().clamp(max=n - 1)
+    if not cfg.per_sample:
+        choice = choice[:1].expand(batch)
+    return choice, _ops.coin(cfg.p, batch, generator, torch.device(device))
+
+
 @_ops.full_precision
 def part_mask(images: Tensor, landmarks: Tensor, cfg: PartMaskConfig,
-              generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+              generator: torch.Generator | None, *,
+              draws: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Mask one random part per sample; returns (images, chosen part index into ``cfg.parts`` or -1).
 
     Only pixels inside the chosen ellipse change; samples not selected by ``cfg.p`` are unchanged.
+    ``draws``: (part index (B,), applied (B,)) from :func:`draw_part_mask` instead of drawing here
+    (nothing is then drawn from ``generator``).
     """
     _ops.check_images(images)
     b, _, h, w = images.shape
     _ops.check_landmarks(landmarks, b)
     _ops.check_generator(generator, images.device)
-    dev = images.device
     boxes = part_boxes(landmarks, cfg.parts)  # (B, P, 4)
-    n = boxes.shape[1]
-    u = torch.rand((b,), generator=generator, device=dev)
-    choice = (u * n).long().clamp(max=n - 1)
-    if not cfg.per_sample:
-        choice = choice[:1].expand(b)
-    apply = _ops.coin(cfg.p, b, generator, dev)
+    if draws is None:
+        draws = draw_part_mask(b, cfg, generator, images.device)
+    choice, apply = (t.to(images.device) for t in draws)
+    if choice.shape != (b,) or apply.shape != (b,):
+        raise ConfigError(f"part mask draws must be two ({b},) tensors, got {tuple(choice.shape)} and "
+                          f"{tuple(apply.shape)}")
     box = boxes.gather(1, choice.view(-1, 1, 1).expand(-1, 1, 4)).squeeze(1)
     mx, my = cfg.margin * w, cfg.margin * h  # box grown by the margin (arithmetic, no device constant)
     grown = torch.stack([box[:, 0] - mx, box[:, 1] - my, box[:, 2] + mx, box[:, 3] + my], dim=1)

@@ -9,17 +9,25 @@ The warp is a smooth displacement field made of Gaussian RBF bumps centred at a 
 and the image is resampled backwards (``out(x) = in(x - d(x))``), so the content at ``c_k`` moves
 to about ``c_k + delta_k``. Outside the bumps the field is exactly zero and pixels are copied
 bit-exactly. Identity geometry is protected by construction: each bump is narrowed so that it ends
-before the nearest *pinned* landmark (jaw and nose by default: ``sigma_k <= gap_k / 3``), so those
+before the nearest *pinned* landmark (the jaw by default: ``sigma_k <= gap_k / 3``), so those
 landmarks never move, and ``|delta_k| <= sigma_k`` keeps every bump fold-free (slope <= 0.61);
 where overlapping bumps would add up to a slope above ``MAX_SLOPE`` = 0.8 (pixel-grid Jacobian),
 that sample's whole field is scaled down, so a warp never folds or tears.
 The ContraWarping paper's exact operator is UNVERIFIED (seed-methods §3.3); this is the brief's
 proposed landmark-driven design.
 
-Units: ``face size`` = sqrt(width x height) of the 68-landmark bounding box (about 80 px for a
-112 px aligned crop). The displacement of each control point has a uniform random direction and a
-length drawn in ``[0.5, 1] x magnitude x face size`` (then capped at sigma_k). Near pinned points
-(e.g. the upper lip under the nose) bumps are smaller and move less.
+Units (``unit``): ``iod`` (default) = the inter-ocular distance of each face, between the outer eye
+corners 36 and 45 as :func:`workbench.data.landmarks.inter_ocular_distance` (about 0.35-0.5 of the
+image side for an aligned crop; ``fallback_iod`` x image side for rows whose landmarks give no usable
+distance); ``face`` = sqrt(width x height) of the 68-landmark bounding box (about 1.5 IOD; the
+former unit). Expressions move landmarks by about 0.13-0.30 IOD (measured on the synthetic set:
+brows, lip corners, jaw drop), so the IOD is the scale of an expression whatever the crop and the
+image size. Defaults (magnitude 0.2, radius 0.3, jaw pinned) move landmarks up to 0.15 IOD on average
+(3.7 px at 48 px, p90 4.8 px); the former ones (0.06 / 0.1 face size, jaw and nose pinned) 0.08 IOD
+(1.9 px). The displacement of each
+control point has a uniform random direction and a length drawn in ``[0.5, 1] x magnitude x unit``
+(then capped at sigma_k). Near pinned points (e.g. the upper lip under the nose)
+bumps are smaller and move less.
 """
 
 from __future__ import annotations
@@ -41,21 +49,35 @@ class LocalWarpConfig:
     """Random local warping of expression regions."""
 
     magnitude: float = param(
-        0.06, "Max displacement of a control point as a fraction of the face size (sqrt of the landmark "
-        "box area; ~80 px at 112 px): 0.06 ~ 5 px. Lengths are drawn in [0.5, 1] x this and capped at the bump's "
-        "sigma (no folding), so values above radius saturate. 0 = no-op.", min=0.0, max=0.5)
+        0.2, "Max displacement of a control point in units of `unit` (IOD by default); lengths are drawn in "
+        "[0.5, 1] x this and capped at the bump's sigma (no folding). 0.2 because expressions move landmarks by "
+        "0.13-0.30 IOD (synthetic set): landmarks then move up to 0.15 IOD (3.7 px at 48 px), where the former "
+        "0.06 face size moved them 0.08 IOD (1.9 px), less than any expression. 0 = no-op.", min=0.0, max=1.0)
     regions: tuple[str, ...] = param(
         ("mouth", "eyes", "brows"), "Landmark parts whose points may be moved (names from "
         "workbench.data.landmarks.PARTS). Avoid 'jaw'/'nose': moving them changes identity cues.")
     points_per_region: int = param(3, "Control points moved per region and sample (default 3).", min=1)
     radius: float = param(
-        0.1, "Gaussian RBF sigma as a fraction of the face size (default 0.1 ~ 8 px); the field is cut "
-        "at 3 sigma. Smaller = more local, larger = smoother but reaches the nose/jaw.", min=1e-3, max=1.0)
+        0.3, "Gaussian RBF sigma in units of `unit` (IOD by default); the field is cut at 3 sigma. Smaller = "
+        "more local, larger = smoother but reaches the nose/jaw. 0.3 = a feature-sized bump (a lip corner, a "
+        "brow) big enough to carry a 0.2 IOD move; the jaw pin narrows most bumps to 0.1-0.22 IOD anyway.",
+        min=1e-3, max=1.0)
+    unit: str = param(
+        "iod", "Unit of magnitude and radius: 'iod' = each face's inter-ocular distance (outer eye corners 36-45; "
+        "expressions move landmarks by ~0.1-0.3 IOD at any crop or image size); 'face' = sqrt of the "
+        "68-landmark box area (~1.5 IOD; the former unit).", choices=("iod", "face"))
+    fallback_iod: float = param(
+        0.45, "IOD assumed for rows whose landmarks give none (missing, or eye corners < 1 px apart), as a "
+        "fraction of the image side (tight aligned crops: 0.49 for the synthetic default, ~0.4 for RAF-DB).",
+        min=0.01, max=1.0)
     p: float = param(1.0, "Probability that a sample is warped (default 1).", min=0.0, max=1.0)
     pin: tuple[str, ...] = param(
-        ("jaw", "nose"), "Parts held exactly fixed (identity geometry): each bump is narrowed to end "
-        "before the nearest pinned landmark (sigma <= gap / 3) and moves at most one sigma. "
-        "Empty = same-size bumps everywhere (the chin and nose then move a little with the mouth).")
+        ("jaw",), "Parts held exactly fixed (identity geometry): each bump is narrowed to end "
+        "before the nearest pinned landmark (sigma <= gap / 3) and moves at most one sigma. Default jaw only: "
+        "pinning the nose too (its bridge lies between brows and eyes, its base above the lip) caps every bump "
+        "at ~0.1 IOD whatever magnitude/radius say (landmarks moved 0.10 IOD at most); unpinned, the nose "
+        "follows by <= 0.09 IOD (mean 0.04), like AU9/AU10. Empty = same-size bumps everywhere (the chin "
+        "then moves with the mouth).")
 
 
 def _validate(cfg: LocalWarpConfig) -> None:
@@ -64,12 +86,39 @@ def _validate(cfg: LocalWarpConfig) -> None:
         raise ConfigError(f"unknown warp region '{unknown[0]}' (choose from {', '.join(PARTS)})")
     if not cfg.regions:
         raise ConfigError("local warp needs at least one region")
+    if cfg.unit not in ("iod", "face"):
+        raise ConfigError(f"warp unit must be 'iod' or 'face', got {cfg.unit!r}")
 
 
 def face_size(landmarks: Tensor) -> Tensor:
     """(B,) sqrt(width x height) of the landmark bounding box, at least 1 px."""
     span = landmarks.amax(dim=1) - landmarks.amin(dim=1)
     return torch.sqrt(span[:, 0].clamp_min(1) * span[:, 1].clamp_min(1))
+
+
+def inter_ocular(landmarks: Tensor) -> Tensor:
+    """(B,) distance between the outer eye corners 36 and 45 (as
+    :func:`workbench.data.landmarks.inter_ocular_distance`, on tensors); NaN where a corner is missing."""
+    return (landmarks[:, 36] - landmarks[:, 45]).norm(dim=-1)
+
+
+def warp_unit(landmarks: Tensor, cfg: LocalWarpConfig, image_size: tuple[int, int] | None = None) -> Tensor:
+    """(B,) pixels per unit of ``magnitude`` / ``radius`` (``cfg.unit``), float32, no device read.
+
+    ``iod``: each face's inter-ocular distance; rows where it is not finite or below 1 px get
+    ``cfg.fallback_iod x sqrt(H x W)`` (``image_size`` = (H, W)), or, without ``image_size``, the
+    landmark box size / 1.5 (at least 1 px). ``face``: :func:`face_size`.
+    """
+    lm = landmarks.float()
+    if cfg.unit == "face":
+        return face_size(lm)
+    iod = inter_ocular(lm)
+    if image_size is not None:
+        fallback = torch.full_like(iod, cfg.fallback_iod * math.sqrt(image_size[0] * image_size[1]))
+    else:
+        fallback = face_size(torch.nan_to_num(lm)) / 1.5
+    ok = torch.isfinite(iod) & (iod >= 1.0)
+    return torch.where(ok, iod, fallback.clamp_min(1.0))
 
 
 _CUT = math.exp(-4.5)  # Gaussian value at 3 sigma, subtracted so the bump is continuous and compact
@@ -157,18 +206,19 @@ def pinned_indices(cfg: LocalWarpConfig) -> list[int]:
 
 
 @_ops.full_precision
-def sample_warp_params(landmarks: Tensor, cfg: LocalWarpConfig,
-                       generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+def sample_warp_params(landmarks: Tensor, cfg: LocalWarpConfig, generator: torch.Generator | None,
+                       image_size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Control points (B, K, 2), displacements (B, K, 2) and per-bump sigma (B, K) for a batch.
 
     With pinned parts, each bump's sigma is at most a third of the distance from its control point
     to the nearest pinned landmark (so the 3-sigma cut ends before it) and its displacement at most
     its sigma (bump slope <= 0.61: no folding from a single bump).
+    ``image_size`` (H, W): for the IOD fallback (:func:`warp_unit`).
     """
     b = landmarks.shape[0]
     dev = landmarks.device
     lm = landmarks.float()
-    size = face_size(lm)
+    size = warp_unit(lm, cfg, image_size)
     chosen = []
     for region in cfg.regions:  # few regions; per-sample choice without replacement
         idx = _ops.index_tensor(PARTS[region], dev)  # built once per device: no per-step copy
@@ -216,7 +266,7 @@ def local_warp(images: Tensor, landmarks: Tensor, cfg: LocalWarpConfig,
     _ops.check_landmarks(landmarks, b)
     _ops.check_generator(generator, images.device)
     _validate(cfg)
-    ctrl, delta, sigma = sample_warp_params(landmarks, cfg, generator)
+    ctrl, delta, sigma = sample_warp_params(landmarks, cfg, generator, (h, w))
     disp, slope = _field(h, w, ctrl, delta, sigma)
     # overlapping bumps may add up: scale a sample's field down so that |grad d| <= MAX_SLOPE (no folds)
     scale = (MAX_SLOPE / slope.clamp_min(1e-12)).clamp(max=1.0)
