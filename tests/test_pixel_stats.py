@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import shared_dataset
 
 from workbench.analysis.pixel_stats import (
     PixelStats,
@@ -16,8 +17,6 @@ from workbench.analysis.pixel_stats import (
 )
 from workbench.cli.main import main
 from workbench.evaluate.intervals import person_bootstrap, person_folds
-
-from conftest import shared_dataset
 
 
 @pytest.fixture(scope="module")

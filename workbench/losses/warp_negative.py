@@ -41,11 +41,12 @@ def warp_negative_loss(prediction: Tensor, positive: Tensor, negatives: Tensor, 
         raise ConfigError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
     if negatives.ndim != 3 or negatives.shape[0] != prediction.shape[0]:
         raise ConfigError(f"negatives must be (B, n, D) with B = {prediction.shape[0]}, got {tuple(negatives.shape)}")
-    q = F.normalize(prediction.float(), dim=-1)
-    t = F.normalize(positive.float(), dim=-1)
-    n = F.normalize(negatives.float(), dim=-1)
-    cos_pos = (q * t).sum(-1)  # (B,)
-    cos_neg = torch.einsum("bd,bnd->bn", q, n)  # (B, n)
+    with torch.autocast(device_type=prediction.device.type, enabled=False):  # cosines in float32
+        q = F.normalize(prediction.float(), dim=-1)
+        t = F.normalize(positive.float(), dim=-1)
+        n = F.normalize(negatives.float(), dim=-1)
+        cos_pos = (q * t).sum(-1)  # (B,)
+        cos_neg = torch.einsum("bd,bnd->bn", q, n)  # (B, n)
     if kind == "margin":
         hinge = F.relu(cos_neg - cos_pos[:, None] + margin)
         return hinge.mean() if reduction == "mean" else hinge.mean(dim=1)
