@@ -75,7 +75,11 @@ def test_registered_with_verified_defaults_presets_and_ablation_rows():
     assert (c.swap.p, c.mask.p, c.mask.per_sample, c.maskfn_lambda) == (0.8, 0.8, True, 0.8)
     assert c.mask_shared and SSLFER.presets["paper"]["mask_shared"] is False  # shared = our default
     assert (c.proj_hidden_dim, c.proj_dim, c.proj_batch_norm) == (2048, 128, False)
-    assert (c.anchor_view.jitter_p, c.positive_view.jitter_p, c.anchor_view.blur_kernel) == (1.0, 0.8, 3)
+    assert (c.anchor_view.jitter_p, c.positive_view.jitter_p, c.anchor_view.crop_scale) == (1.0, 0.8, (0.9, 1.0))
+    from workbench.config import from_dict
+
+    paper = from_dict(SSLFER.Config, SSLFER.presets["paper"])  # the code's views stay in the paper preset
+    assert (paper.anchor_view.jitter_p, paper.positive_view.jitter_p, paper.anchor_view.blur_kernel) == (1.0, 0.8, 3)
     assert (c.descriptor, c.protect_hard_negatives, c.descriptor_crop) == ("landmarks", True, 64)
     for preset in ("paper", "cpu"):
         from_dict(SSLFERConfig, SSLFER.presets[preset])
