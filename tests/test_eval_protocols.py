@@ -133,3 +133,48 @@ def test_config_validation_through_param_metadata():
         from_dict(EvalConfig, {"protocol": "svm"})
     with pytest.raises(ConfigError):
         from_dict(EvalConfig, {"label_fraction": 1.5})
+
+
+def _few_test_people_set(n_people: int = 8, per_person: int = 16, seed: int = 0):
+    """Features that carry expression (plus a per-person offset); the split tests only one person."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    names = list(EXPRESSIONS)
+    rows, feats = [], []
+    for p in range(n_people):
+        offset = rng.normal(0.0, 1.0, 16)
+        for i in range(per_person):
+            e = i % len(names)
+            x = offset + rng.normal(0.0, 0.3, 16)
+            x[e] += 3.0
+            feats.append(x)
+            rows.append({"identity": f"p{p}", "expression": names[e],
+                         "split": "test" if p == 0 else ("val" if p == 1 else "train")})
+    return np.asarray(feats, dtype=np.float32), pd.DataFrame(rows)
+
+
+def test_few_test_people_switch_to_person_wise_cross_validation():
+    from workbench.evaluate.run_eval import evaluate_embedding_set
+
+    X, meta = _few_test_people_set()
+    cv = evaluate_embedding_set(X, meta, EvalConfig(protocol="linear", target="expression"))
+    assert cv.n_test_people == 8 and cv.n_test == len(meta)  # every person is scored once, out of fold
+    assert "5-fold cross-validation over all 8" in cv.split_rule and "1 < 12" in cv.split_rule
+    assert cv.accuracy > 0.9 and cv.ci_low <= cv.accuracy <= cv.ci_high
+    split = evaluate_embedding_set(X, meta, EvalConfig(protocol="linear", target="expression", min_test_people=0))
+    assert split.n_test_people == 1 and split.n_test == 16 and "manifest split" in split.split_rule
+    knn = evaluate_embedding_set(X, meta, EvalConfig(protocol="knn", target="expression"))
+    assert knn.n_test == len(meta) and knn.accuracy > 0.9
+
+
+def test_separation_scores_expression_with_the_same_rule_as_evaluate():
+    from workbench.analysis.separation import separation_report
+    from workbench.evaluate.run_eval import evaluate_embedding_set
+
+    X, meta = _few_test_people_set()
+    ev = evaluate_embedding_set(X, meta, EvalConfig(protocol="linear", target="expression"))
+    rep = separation_report(X, meta["expression"], meta["identity"], split=meta["split"].to_numpy())
+    assert rep.expression_linear_acc == pytest.approx(ev.accuracy, abs=1e-9)
+    assert rep.split_rule == ev.split_rule
+    assert rep.intervals["expression_linear"]["n_people"] == 8

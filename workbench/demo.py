@@ -126,7 +126,6 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
 
     from workbench.analysis.pixel_stats import normalised_geometry
     from workbench.data.cache import load_face_data
-    from workbench.data.splits import assign_splits
     from workbench.evaluate.embeddings import embed_faces, extract_embeddings
     from workbench.evaluate.finetune import finetune
     from workbench.evaluate.protocols import EvalConfig
@@ -176,9 +175,10 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
     feats, _ = embed_faces(build_method(arch), data, device=device)
     add("random init", "floor", probe_all(feats, meta))
     if data.landmarks is not None and np.isfinite(data.landmarks).all():
-        test = assign_splits(meta, seed=cfg.seed).to_numpy() == "test"
-        add("landmark geometry", "ceiling",
-            {"expr_linear": _split_probe(normalised_geometry(data.landmarks), meta, test, cfg.seed)})
+        geometry = evaluate_embedding_set(normalised_geometry(data.landmarks), meta, protocols["expr_linear"])
+        add("landmark geometry", "ceiling", {"expr_linear": Score(
+            geometry.accuracy, geometry.ci_low, geometry.ci_high, geometry.n_test_people, geometry.n_test,
+            geometry.chance, geometry.split_rule)})
 
     def run_config(name: str) -> RunConfig:
         return RunConfig.from_dict({
@@ -216,24 +216,18 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
 
 
 def probe_split_rule(meta: pd.DataFrame, seed: int) -> str:
+    """How the expression probes choose their test people on ``meta`` (the rule `evaluate` applies)."""
     from workbench.data.splits import assign_splits
+    from workbench.evaluate.protocols import EvalConfig
 
     split = assign_splits(meta, seed=seed).to_numpy()
     people = meta.loc[split == "test", "identity"].astype(str).nunique()
+    least = EvalConfig().min_test_people
+    if people < least:
+        return (f"person-wise {EvalConfig().cv_folds}-fold cross-validation over all "
+                f"{meta['identity'].astype(str).nunique()} people (the manifest's test split has {people} < "
+                f"{least} people)")
     return f"manifest split: probes train on train+val people, test on {people} test people"
-
-
-def _split_probe(X: np.ndarray, meta: pd.DataFrame, test: np.ndarray, seed: int) -> Score:
-    """A linear probe trained on the train+val people and scored on the test people (bool ``test``)."""
-    from workbench.evaluate.intervals import person_bootstrap
-    from workbench.evaluate.probe import linear_probe
-
-    ex = meta["expression"].astype(str).to_numpy()
-    tr, te = ~test, test
-    pred = linear_probe(X[tr], ex[tr], X[te], seed=seed)
-    _, counts = np.unique(ex[te], return_counts=True)
-    return person_bootstrap(pred == ex[te], meta["identity"].astype(str).to_numpy()[te], seed=seed,
-                            chance=float(counts.max() / counts.sum()))
 
 
 def _cell(row: pd.Series, key: str) -> str:

@@ -308,6 +308,7 @@ def separation_report(
         identity_probe_split,
         subject_disjoint_split,
     )
+    from workbench.evaluate.run_eval import score_subject_disjoint
 
     Xa = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float32)
     if Xa.ndim != 2:
@@ -328,13 +329,15 @@ def separation_report(
         tr, te = subject_disjoint_split(ident, seed=seed, test_fraction=test_fraction)
         rule = f"seeded subject-disjoint split ({test_fraction:.0%} of people, seed {seed})"
     rule += f", {np.unique(ident[te]).size} test people"
-    lin = evaluate_embeddings(Xa[tr], expr[tr], Xa[te], expr[te],
-                              EvalConfig(protocol="linear", target="expression", seed=seed, C=C),
-                              class_names=names, test_groups=ident[te], split_rule=rule)
-    knn = evaluate_embeddings(Xa[tr], expr[tr], Xa[te], expr[te],
-                              EvalConfig(protocol="knn", target="expression", seed=seed, k=k,
-                                         temperature=temperature, exclude_same_identity=True),
-                              class_names=names, train_groups=ident[tr], test_groups=ident[te], split_rule=rule)
+    # the same rule as `workbench evaluate`: person-wise k-fold CV when the test rows hold < 12 people
+    lin = score_subject_disjoint(Xa, expr, ident, tr, te,
+                                 EvalConfig(protocol="linear", target="expression", seed=seed, C=C),
+                                 classes=names, rule=rule)
+    knn = score_subject_disjoint(Xa, expr, ident, tr, te,
+                                 EvalConfig(protocol="knn", target="expression", seed=seed, k=k,
+                                            temperature=temperature, exclude_same_identity=True),
+                                 classes=names, rule=rule)
+    rule = lin.split_rule
     # identity leakage: per-identity split
     itr, ite = identity_probe_split(ident, seed=seed)
     id_names = sorted(set(ident.tolist()))

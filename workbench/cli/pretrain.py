@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--method", default=None, help="method name (see `workbench methods`) [default: simclr]")
     p.add_argument("--backbone", default=None, help="timm model name [default: resnet18]")
     p.add_argument("--weights", default=None, help="local backbone weights (.safetensors) to start from")
+    p.add_argument("--small-stem", action="store_true", default=None,
+                   help="timm ResNets: 3x3 stride-1 stem without max-pool, for 1-2 px cues at 48-64 px "
+                        "(ModelConfig.small_stem) [default: off]")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
@@ -80,7 +83,7 @@ def build_config(args: argparse.Namespace):
         v = getattr(args, attr, None)
         if v is not None:
             d["data"][key] = v
-    for key in ("backbone", "weights"):
+    for key in ("backbone", "weights", "small_stem"):
         if getattr(args, key) is not None:
             d["model"][key] = getattr(args, key)
     for key in ("epochs", "batch_size", "lr", "seed", "device", "max_steps", "devices", "strategy", "num_nodes"):

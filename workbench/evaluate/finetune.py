@@ -143,12 +143,14 @@ def _per_view(views: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, d
 
 def build_classifier(run: Any, n_classes: int, *, from_scratch: bool = False, seed: int = 0) -> Classifier:
     """Backbone + fresh linear head (seeded): a copy of the run's backbone, or with ``from_scratch`` the
-    same timm architecture at the run's image size with random weights (``model.weights`` is ignored)."""
+    same timm architecture (and stem) at the run's image size with random weights (``model.weights`` is
+    ignored)."""
     from workbench.models import Backbone
 
     torch.manual_seed(seed)
     if from_scratch:
-        backbone = Backbone(run.config.model.backbone, image_size=run.image_size)
+        backbone = Backbone(run.config.model.backbone, image_size=run.image_size,
+                            small_stem=bool(getattr(run.config.model, "small_stem", False)))
     else:
         backbone = copy.deepcopy(run.method.backbone)
     model = Classifier(backbone, backbone.dim, n_classes)

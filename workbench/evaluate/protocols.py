@@ -137,6 +137,13 @@ class EvalConfig:
     C: float = param(1.0, "Linear probe inverse L2 strength; lower (0.1) for few labels.", min=1e-8)
     ridge_alpha: float = param(1.0, "Ridge L2 strength for valence/arousal.", min=0.0)
     max_iter: int = param(1000, "L-BFGS iterations of the linear probe.", min=1)
+    min_test_people: int = param(12, "Expression/valence/arousal: when the split's test set has fewer people "
+                                 "than this, score person-wise k-fold cross-validation over all labelled "
+                                 "people instead (pooled out-of-fold predictions), so small sets such as "
+                                 "JAFFE (10 people) still get an interval over every person. 0 = always "
+                                 "use the split.", min=0)
+    cv_folds: int = param(5, "Folds of that person-wise cross-validation (all images of a person in one "
+                          "fold).", min=2)
 
 
 @dataclass
@@ -311,8 +318,17 @@ def evaluate_embeddings(
         pred = knn_predict(trX, ytr, teX, k=cfg.k, temperature=cfg.temperature, n_classes=len(names),
                            train_groups=tg, query_groups=test_groups, exclude_same_group=exclude)
 
+    return result_from_predictions(cfg, names, yte, pred, n_train=len(trX), test_groups=test_groups,
+                                   split_rule=split_rule)
+
+
+def result_from_predictions(cfg: EvalConfig, names: list[str], yte: np.ndarray, pred: Any, *, n_train: int,
+                            test_groups: Any = None, split_rule: str = "") -> EvalResult:
+    """The :class:`EvalResult` of predictions ``pred`` for encoded test labels ``yte`` (with the person
+    bootstrap interval over ``test_groups``)."""
+    regression = cfg.target in REGRESSION_TARGETS
     res = EvalResult(protocol=cfg.protocol, target=cfg.target, label_fraction=cfg.label_fraction,
-                     n_train=int(len(trX)), n_test=int(len(teX)), class_names=names,
+                     n_train=int(n_train), n_test=int(len(yte)), class_names=names,
                      config=config_to_dict(cfg), predictions=np.asarray(pred))
     if regression:
         s = M.regression_summary(yte, pred)

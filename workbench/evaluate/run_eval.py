@@ -3,7 +3,9 @@
 Split rules:
 - ``expression`` / ``valence`` / ``arousal`` targets: subject-disjoint — train on the manifest's
   ``train`` (+ ``val``) split, test on ``test``; without a split column a seeded subject-disjoint
-  split is made from ``identity``.
+  split is made from ``identity``. When that test set has fewer than ``min_test_people`` people (JAFFE's
+  split tests 1 of 10), every labelled person is scored by person-wise k-fold cross-validation instead
+  (``cv_folds``, pooled out-of-fold predictions, one person-bootstrap interval); the rule is recorded.
 - ``identity`` target ("identity leakage"): identities cannot be unseen, so each identity's images
   are split in half (seeded) — see :func:`workbench.evaluate.protocols.identity_probe_split`.
 """
@@ -69,5 +71,55 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
         n_people = len(set(groups_te.tolist())) if groups_te is not None else 0
         rule = (f"{'manifest split' if has_split else f'seeded subject-disjoint split (seed {cfg.seed})'}: "
                 f"train+val -> test, {n_people} test people")
+        return score_subject_disjoint(X, y, ids, tr, te, cfg, classes=classes, rule=rule,
+                                      labelled=np.flatnonzero(valid), evaluate_embeddings=evaluate_embeddings)
     return evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
                                train_groups=groups_tr, test_groups=groups_te, split_rule=rule)
+
+
+def score_subject_disjoint(X, y, ids, tr, te, cfg, *, classes, rule: str, labelled=None, evaluate_embeddings=None):
+    """Score a subject-disjoint expression/valence/arousal probe: train rows ``tr``, test rows ``te``; or,
+    when the test rows hold fewer than ``cfg.min_test_people`` people, person-wise k-fold CV over
+    ``labelled`` (default: ``tr`` and ``te``). ``workbench evaluate`` and ``separation`` both score here."""
+    from workbench.evaluate import protocols
+
+    evaluate_embeddings = evaluate_embeddings or protocols.evaluate_embeddings
+    tr, te = np.asarray(tr), np.asarray(te)
+    if ids is not None:
+        ids = np.asarray(ids).astype(str)
+        n_people = len(set(ids[te].tolist()))
+        rows = np.sort(np.concatenate([tr, te])) if labelled is None else np.asarray(labelled)
+        if n_people < cfg.min_test_people and len(set(ids[rows].tolist())) >= 3:
+            return _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, n_people)
+    return evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
+                               train_groups=None if ids is None else ids[tr],
+                               test_groups=None if ids is None else ids[te], split_rule=rule)
+
+
+def _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, split_people: int):
+    """Person-wise k-fold CV over ``rows``: every labelled person is tested once, by a probe that never
+    saw them; the pooled out-of-fold predictions get one person-bootstrap interval."""
+    from workbench.evaluate.intervals import person_folds
+    from workbench.evaluate.protocols import _encode_labels, result_from_predictions
+
+    fold = person_folds(ids[rows], cfg.cv_folds, seed=cfg.seed)
+    k = int(fold.max()) + 1
+    preds = np.empty(rows.size, dtype=np.int64 if classes else np.float64)
+    n_train = 0
+    names = classes
+    for f in range(k):
+        tr, te = rows[fold != f], rows[fold == f]
+        r = evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes or None,
+                                train_groups=ids[tr], test_groups=ids[te])
+        preds[fold == f] = np.asarray(r.predictions)
+        n_train += len(tr)
+        names = r.class_names
+    people = len(set(ids[rows].tolist()))
+    rule = (f"person-wise {k}-fold cross-validation over all {people} labelled people (the split's test set "
+            f"had {split_people} < {cfg.min_test_people} people); pooled out-of-fold predictions")
+    if classes:
+        _, yte, names = _encode_labels(y[rows], y[rows], classes, cfg.target)
+    else:
+        yte = y[rows]
+    return result_from_predictions(cfg, names, yte, preds, n_train=round(n_train / k), test_groups=ids[rows],
+                                   split_rule=rule)

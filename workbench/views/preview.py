@@ -79,7 +79,7 @@ def preview_grid(images: Tensor | np.ndarray, landmarks: Tensor | np.ndarray | N
             columns.append((res.images, res.landmarks))
         elif fam == "warp":
             assert lm is not None
-            cfg = LocalWarpConfig(magnitude=0.1, radius=0.1, p=1.0)
+            cfg = LocalWarpConfig(p=1.0)  # the training defaults (IOD units), always applied
             columns.append(local_warp(x, lm, cfg, gen))
         elif fam == "faceswap":
             assert lm is not None
