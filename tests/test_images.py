@@ -95,6 +95,7 @@ def _png_with_size(w: int, h: int) -> bytes:
 @pytest.mark.parametrize("case, reason", [
     ("missing", "not found"), ("dir", "directory"), ("empty", "empty"), ("garbage", "not a recognised"),
     ("truncated", "truncated"), ("tiny", "too small"), ("huge", "too large"),
+    ("strip", "too long a side"), ("long_strip", "too long a side"),
 ])
 def test_bad_files_raise_one_line(tmp_path, case, reason):
     p = tmp_path / "bad.png"
@@ -111,6 +112,10 @@ def test_bad_files_raise_one_line(tmp_path, case, reason):
         Image.new("RGB", (1, 1)).save(p)
     elif case == "huge":
         p.write_bytes(_png_with_size(10000, 5000))
+    elif case == "strip":  # 1.6 MP, but its padded square would be 40 GP (a bomb by aspect ratio)
+        p.write_bytes(_png_with_size(8, 200_000))
+    elif case == "long_strip":
+        p.write_bytes(_png_with_size(20_000, 8))
     with pytest.raises(ImageReadError) as ei:
         read_image(p)
     assert isinstance(ei.value, WorkbenchError)
@@ -140,3 +145,40 @@ def test_resized_transform_maps_points(tmp_path, w, h):
     cx, cy = (g * xs).sum() / g.sum(), (g * ys).sum() / g.sum()
     assert abs(cx - (x0 * scale[0] + offset[0])) < 0.5
     assert abs(cy - (y0 * scale[1] + offset[1])) < 0.5
+
+
+def test_long_images_are_resized_before_padding(tmp_path):
+    """A 12 x 6000 strip (under the side limit, but its padded square would be 36 MP) is resized first:
+    the result and the landmark transform agree with pad-then-resize, without the big square."""
+    import tracemalloc
+
+    from workbench.data import images as images_module
+
+    img = np.zeros((6000, 12, 3), np.uint8)
+    img[2850:3150, :] = 255  # a bright band across the middle (3.2 rows at 64 px)
+    Image.fromarray(img).save(tmp_path / "strip.png")
+    tracemalloc.start()
+    out, scale, offset = read_image_resized(tmp_path / "strip.png", 64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    _ok(out, 64, 64)
+    assert peak < 50e6  # the padded square alone would be 6000 * 6000 * 3 = 108 MB
+    assert 6000 ** 2 > images_module.MAX_PADDED_PIXELS
+    # the band's centre (row 2999.5) maps to the image centre; the strip's centre column likewise
+    assert abs(2999.5 * scale[1] + offset[1] - 31.5) < 0.1
+    assert abs(5.5 * scale[0] + offset[0] - 31.5) <= 0.5 + 1e-9  # 12 px -> 1 px wide; pads are whole pixels
+    rows = np.flatnonzero(out[:, 32, 0] > 100)
+    assert rows.size and abs(rows.mean() - 31.5) < 1.0
+
+
+@pytest.mark.parametrize("w, h", [(100, 50), (50, 100), (64, 64)])
+def test_resize_first_uses_the_same_landmark_transform(tmp_path, w, h):
+    from workbench.data.images import _resize_then_pad
+
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    _, scale, offset = read_image_resized(tmp_path / "x.png", 40)
+    small, scale2, offset2 = _resize_then_pad(img, 40, "edge", tmp_path / "x.png")
+    _ok(small, 40, 40)
+    np.testing.assert_allclose(scale2, scale, atol=1e-9)
+    np.testing.assert_allclose(offset2, offset, atol=1e-9)

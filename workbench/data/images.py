@@ -13,7 +13,8 @@ Policy of :func:`read_image` (every reader of the workbench goes through it):
   transparent padding does not turn black or white.
 - **Errors** (never a raw Pillow/OS traceback): missing file, a directory, empty file, not an
   image, corrupt or truncated data, fewer than :data:`MIN_SIDE` pixels on a side, more than
-  :data:`MAX_PIXELS` pixels (decompression bombs) -> :class:`ImageReadError` with a short reason.
+  :data:`MAX_SIDE` on a side or :data:`MAX_PIXELS` pixels in all (decompression bombs, also by aspect
+  ratio) -> :class:`ImageReadError` with a short reason.
 
 :func:`read_image_resized` pads to a centred square and resizes, returning the transform that maps
 landmarks: ``new = old * scale + offset`` (per axis, pixel-centre convention).
@@ -33,6 +34,10 @@ from workbench.errors import WorkbenchError
 MIN_SIDE = 8
 #: largest accepted image, in pixels (40 megapixels); larger files are refused as possible bombs
 MAX_PIXELS = 40_000_000
+#: longest accepted side, in pixels: an 8 x 200,000 strip is small in pixels but no face image
+MAX_SIDE = 16_384
+#: padded squares above this many pixels are not built: such images are resized before padding
+MAX_PADDED_PIXELS = 4096 * 4096
 #: file extensions the dataset builders treat as images (reading itself ignores extensions)
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -119,6 +124,8 @@ def _open_rgb(path: Path):
                 if w * h > MAX_PIXELS:
                     raise ImageReadError(
                         path, f"too large ({w}x{h} = {w * h / 1e6:.0f} megapixels; limit {MAX_PIXELS / 1e6:.0f})")
+                if max(w, h) > MAX_SIDE:
+                    raise ImageReadError(path, f"too long a side ({w}x{h}; limit {MAX_SIDE} px per side)")
                 if min(w, h) < MIN_SIDE:
                     raise ImageReadError(path, f"too small ({w}x{h}; need at least {MIN_SIDE} px per side)")
                 im.load()
@@ -195,6 +202,9 @@ def read_image_resized(
         raise ValueError(f"size must be positive, got {size}")
     size = int(size)
     img = read_image(path)
+    h, w = img.shape[:2]
+    if max(h, w) ** 2 > MAX_PADDED_PIXELS:
+        return _resize_then_pad(img, size, fill, path)
     square, (px, py) = pad_to_square(img, fill=fill)
     side = square.shape[0]
     s = size / side
@@ -203,3 +213,21 @@ def read_image_resized(
     # pixel centres: (old + pad + 0.5) * s - 0.5
     offset = ((px + 0.5) * s - 0.5, (py + 0.5) * s - 0.5)
     return np.ascontiguousarray(square), (s, s), offset
+
+
+def _resize_then_pad(img: np.ndarray, size: int, fill: str, path: str | os.PathLike[str]
+                     ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """:func:`read_image_resized` for images whose padded square would be huge: resize first (each side
+    to ``round(side * size / longest)``, at least 1), then pad to ``size``; memory stays ~ the input's."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    nw, nh = max(1, round(w * size / max(h, w))), max(1, round(h * size / max(h, w)))
+    try:
+        small = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BICUBIC))
+    except MemoryError:
+        raise ImageReadError(path, "out of memory while resizing") from None
+    square, (px, py) = pad_to_square(small, fill=fill)  # the long side is already ``size``
+    sx, sy = nw / w, nh / h
+    # pixel centres: (old + 0.5) * s_axis - 0.5 + pad
+    return np.ascontiguousarray(square), (sx, sy), (0.5 * sx - 0.5 + px, 0.5 * sy - 0.5 + py)
