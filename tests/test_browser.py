@@ -15,7 +15,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,8 @@ from urllib.parse import urlparse
 
 import pytest
 from test_notebooks import NOTEBOOKS, TINY, kernel_env, with_parameters
+
+from workbench.cli.lab import lab_command
 
 NOTEBOOK = "05_embedding_explorer.ipynb"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -81,14 +82,11 @@ def lab(tmp_path):
     env = {**os.environ, **kernel_env(tmp_path), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
     lab_settings(tmp_path / "lab-settings")
-    port, token = free_port(), secrets.token_hex(24)
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           "--ServerApp.open_browser=False", "--ServerApp.allow_remote_access=False",
-           "--ServerApp.terminals_enabled=False", "--LabApp.extension_manager=readonly",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")  # containers and CI often run as root
+    port = free_port()
+    # the command `workbench lab` runs (token through JUPYTER_TOKEN, never on the command line)
+    cmd, lab_env, token = lab_command(root, port=port, token=secrets.token_hex(24))
+    cmd.append("--ServerApp.port_retries=0")
+    env["JUPYTER_TOKEN"] = lab_env["JUPYTER_TOKEN"]
     log = open(tmp_path / "jupyterlab.log", "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     try:

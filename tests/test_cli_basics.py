@@ -37,5 +37,33 @@ def test_lab_refuses_remote_and_weak_token(tmp_path):
         lab_command(tmp_path, ip="0.0.0.0")
     with pytest.raises(ConfigError, match="16 characters"):
         lab_command(tmp_path, token="abc")
-    cmd, token = lab_command(tmp_path)
-    assert "--ServerApp.ip=127.0.0.1" in cmd and f"--IdentityProvider.token={token}" in cmd and len(token) >= 16
+    cmd, env, token = lab_command(tmp_path)
+    assert "--ServerApp.ip=127.0.0.1" in cmd and len(token) >= 16
+    assert env["JUPYTER_TOKEN"] == token and not any(token in part for part in cmd)  # never on a command line
+    assert "--ServerApp.terminals_enabled=False" in cmd
+    assert "--ServerApp.terminals_enabled=True" in lab_command(tmp_path, terminals=True)[0]
+    for port in (0, 80, 70000):
+        with pytest.raises(ConfigError, match="--port"):
+            lab_command(tmp_path, port=port)
+
+
+def test_lab_folder_named_like_an_option_stays_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "--debug").mkdir()
+    cmd, _, _ = lab_command("--debug")
+    assert f"--ServerApp.root_dir={tmp_path / '--debug'}" in cmd and "--debug" not in cmd
+
+
+def test_lab_token_file_must_be_private(tmp_path, capsys):
+    from workbench.cli.lab import read_token_file
+
+    f = tmp_path / "token"
+    f.write_text("a-token-of-enough-length\n")
+    f.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_token_file(f)
+    f.chmod(0o600)
+    assert read_token_file(f) == "a-token-of-enough-length"
+    assert main(["lab", "--notebooks", str(tmp_path), "--token-file", str(f), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "a-token-of-enough-length" not in out and "JUPYTER_TOKEN=<token>" in out

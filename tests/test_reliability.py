@@ -103,6 +103,7 @@ def test_same_seed_same_evaluation(tiny_run, tiny_synth):
     (["synth", "--out", "{tmp}/s", "--size", "8"], "size"),
     (["manifest", "validate", "{tmp}/missing.csv"], "missing.csv"),
     (["lab", "--ip", "0.0.0.0", "--dry-run"], "non-loopback"),
+    (["lab", "--port", "99999", "--dry-run"], "--port"),
 ])
 def test_user_errors_are_one_line_and_nonzero(argv, needle, tiny_synth, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, synth=tiny_synth) for a in argv]
