@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,44 @@ def test_batch_must_divide_over_processes(tmp_path):
     cfg = _cfg(tmp_path / "none.csv", devices=3)  # 16 items cannot be split over 3 processes
     with pytest.raises(ConfigError, match="divisible"):
         make_fabric(cfg)
+
+
+LAUNCHER_VARS = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                 "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS")
+
+
+def test_several_machines_without_a_launcher_stop_at_once(tmp_path, monkeypatch, capsys):
+    """`--num-nodes 2` outside torchrun/SLURM used to wait forever with a store listening on every
+    interface: now one line, exit 2, nothing started; under torchrun the check passes."""
+    pytest.importorskip("lightning_fabric")
+    from workbench.cli.main import main
+    from workbench.train.distributed import launcher, make_fabric
+
+    for var in LAUNCHER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert launcher() is None
+    with pytest.raises(ConfigError, match="needs a launcher"):
+        make_fabric(_cfg(tmp_path / "none.csv", devices=1, num_nodes=2))
+    code = main(["pretrain", "--num-nodes", "2", "--device", "cpu", "--batch-size", "16", "--max-steps", "1",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs a launcher" in err[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    for var, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "10.0.0.1"),
+                       ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(var, value)
+    assert launcher() == "torchrun"
+
+
+def test_single_machine_runs_rendezvous_on_loopback(tmp_path, monkeypatch):
+    pytest.importorskip("lightning_fabric")
+    from workbench.train.distributed import make_fabric
+
+    for var in LAUNCHER_VARS:
+        monkeypatch.setenv(var, "x")  # recorded, so the original (absent) state comes back afterwards
+        monkeypatch.delenv(var)
+    make_fabric(_cfg(tmp_path / "none.csv", devices=2))
+    assert os.environ["MASTER_ADDR"] == "127.0.0.1"
 
 
 def test_cli_flags_reach_the_config():

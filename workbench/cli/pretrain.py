@@ -97,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     from workbench.train import pretrain
 
     config = build_config(args)
+    if config.train.num_nodes > 1:
+        from workbench.train.distributed import check_launch
+
+        check_launch(config)  # before a synthetic set is generated
     if not config.data.manifest:
         from workbench.data.synth_sets import synthetic_manifest_for
         from workbench.methods import get_method

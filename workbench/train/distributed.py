@@ -43,6 +43,7 @@ the config, callbacks and ``trainer_hook`` must be picklable). See ``docs/SCALIN
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -364,13 +365,40 @@ def _accelerator(device: str) -> str:
     raise ConfigError(f"multi-process training runs on 'cuda' or 'cpu' processes, not '{device}'")
 
 
+def launcher() -> str | None:
+    """``'torchrun'`` or ``'slurm'`` when this process was started by that launcher, else ``None``."""
+    env = os.environ
+    if env.get("TORCHELASTIC_RUN_ID") or all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                                 "MASTER_ADDR", "MASTER_PORT")):
+        return "torchrun"
+    if env.get("SLURM_STEP_ID") is not None and env.get("SLURM_PROCID") is not None and env.get("SLURM_NTASKS"):
+        return "slurm"
+    return None
+
+
+def check_launch(config: RunConfig) -> str | None:
+    """The launcher (see :func:`launcher`); refuses ``num_nodes > 1`` without one (before any work)."""
+    started_by = launcher()
+    if config.train.num_nodes > 1 and started_by is None:
+        raise ConfigError(f"num_nodes {config.train.num_nodes} needs a launcher that starts the processes on "
+                          "every machine (torchrun --nnodes, or SLURM srun; see docs/SCALING.md); none was "
+                          "found, so nothing was started")
+    return started_by
+
+
 def make_fabric(config: RunConfig):
-    """The Fabric object of a run (accelerator from ``train.device``; precision is the trainer's own)."""
+    """The Fabric object of a run (accelerator from ``train.device``; precision is the trainer's own).
+
+    Several machines need a launcher (torchrun, SLURM srun) that starts every process: without one the
+    run would wait forever for ranks that never come, so it stops here. A single-machine run
+    rendezvous on the loopback address (``MASTER_ADDR`` 127.0.0.1 unless set)."""
     tc = config.train
     world = tc.devices * tc.num_nodes
     if tc.batch_size % world:
         raise ConfigError(f"batch_size {tc.batch_size} must be divisible by devices x num_nodes = {world} "
                           f"(each process gets an equal share of the global batch)")
+    if check_launch(config) is None:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     return _fabric_class()(accelerator=_accelerator(tc.device), devices=tc.devices, num_nodes=tc.num_nodes,
                            strategy=tc.strategy, precision="32-true")
 
