@@ -70,11 +70,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except FileNotFoundError as exc:
+    except BrokenPipeError:  # `workbench methods | head -1`: the reader left; nothing to report
+        _silence_stdout()
+        return 0
+    except OSError as exc:
         if debug:
             raise
-        print(f"error: file not found: {exc.filename or exc}", file=sys.stderr)
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if debug:
+            raise
+        print("error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a file-system error: what went wrong and on which path."""
+    import errno
+
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
+    why = {
+        errno.ENOENT: "not found", errno.EACCES: "permission denied (not writable or not readable)",
+        errno.EPERM: "operation not permitted", errno.ENOTDIR: "a path component is a file, not a folder",
+        errno.EISDIR: "is a folder, not a file", errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "read-only file system", errno.EEXIST: "already exists",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(exc.errno or -1, exc.strerror or type(exc).__name__)
+    return f"{why}: {where}" if where else f"{why} ({type(exc).__name__})"
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
