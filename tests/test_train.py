@@ -82,6 +82,33 @@ def test_stop_saves_a_checkpoint_mid_epoch_and_resume_continues(tiny_synth, tmp_
     assert res2.status == "finished" and res2.step == 2 * holder["t"].steps_per_epoch
 
 
+def test_ctrl_c_saves_a_checkpoint_and_the_cli_exits_130(tiny_synth, tmp_path, monkeypatch, capsys):
+    from workbench.cli.main import main
+
+    def interrupt_at_step_3(trainer):
+        def cb(rec):
+            if rec.get("step") == 3 and "loss" in rec:  # a training step's record, not the final event
+                raise KeyboardInterrupt
+        trainer.callbacks.append(cb)
+
+    res = pretrain(_cfg(tiny_synth, epochs=2, knn_every=0, log_every=1), tmp_path / "r", progress=False,
+                   trainer_hook=interrupt_at_step_3)
+    assert res.status == "interrupted" and res.step == 3
+    assert json.loads((tmp_path / "r" / "checkpoints" / "last.safetensors.json").read_text())["step"] == 3
+
+    import workbench.train as train_module
+
+    original = train_module.pretrain
+    monkeypatch.setattr(train_module, "pretrain",
+                        lambda *a, **k: original(*a, **{**k, "trainer_hook": interrupt_at_step_3}))
+    code = main(["pretrain", "--data", str(tiny_synth), "--epochs", "1", "--batch-size", "16", "--image-size",
+                 "32", "--backbone", "resnet10t", "--device", "cpu", "--train-opt", "log_every=1", "--quiet",
+                 "--out", str(tmp_path / "cli")])
+    assert code == 130
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "cli" / "checkpoints" / "last.safetensors").is_file()
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_synth, tmp_path, monkeypatch):
     from workbench.methods.simclr import SimCLR
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -116,4 +117,7 @@ def run(args: argparse.Namespace) -> int:
     m = result.last_metrics
     print(f"{result.status}: {config.method} epoch {result.epoch} step {result.step} "
           f"loss {m.get('loss', float('nan')):.4f} -> {result.run_dir}")
+    if result.status == "interrupted":
+        print(f"interrupted: checkpoint saved; continue with --resume --out {result.run_dir}", file=sys.stderr)
+        return 130
     return 0

@@ -56,7 +56,7 @@ def select_device(name: str = "auto") -> torch.device:
 @dataclass
 class TrainResult:
     run_dir: Path
-    status: str  # "finished" | "stopped" | "max_steps"
+    status: str  # "finished" | "stopped" (Stop button) | "interrupted" (Ctrl-C) | "max_steps"
     epoch: int
     step: int
     last_metrics: dict[str, Any]
@@ -214,7 +214,7 @@ class Trainer:
                 self._log(rec, metrics_file)
                 self._save(numbered=(self.epoch % self.tc.checkpoint_every == 0) or self.epoch == self.tc.epochs)
         except KeyboardInterrupt:  # Ctrl-C / kernel interrupt: save below, like Stop
-            status = "stopped"
+            status = "interrupted"
         except torch.cuda.OutOfMemoryError:
             metrics_file.close()
             raise WorkbenchError(
