@@ -126,6 +126,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_synth, tmp_path, mon
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         pretrain(cfg, tmp_path / "r", resume=True, progress=False)
     assert (tmp_path / "r" / "checkpoints" / "last.safetensors").read_bytes() == good
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written before it"):  # a fresh run
+        pretrain(cfg, tmp_path / "fresh", progress=False)
 
 
 def test_nan_on_the_last_step_of_an_epoch_is_caught_before_the_checkpoint(tiny_synth, tmp_path, monkeypatch):

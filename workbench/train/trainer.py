@@ -320,9 +320,12 @@ class Trainer:
             raise self._diverged(value, step)
 
     def _diverged(self, value: float, step: int, where: str = "") -> TrainingDiverged:
+        last = self.run_dir / "checkpoints" / "last.safetensors"
+        kept = (f"the last good checkpoint is kept in {last.parent}" if last.is_file()
+                else "no checkpoint was written before it (none to resume from)")
         return TrainingDiverged(
-            f"loss became {value} at step {step}{where} (epoch {self.epoch}); the last good checkpoint is "
-            f"kept in {self.run_dir / 'checkpoints'}. Try a lower --lr or a higher temperature")
+            f"loss became {value} at step {step}{where} (epoch {self.epoch}); {kept}. Try a lower --lr or a "
+            f"higher temperature")
 
     # -- process hooks: identity in one process, overridden by ----------------------------------
     # -- workbench.train.distributed.FabricTrainer (DDP through Lightning Fabric) ----------------
