@@ -80,3 +80,20 @@ def test_interrupted_write_keeps_previous(tmp_path, monkeypatch):
         save_checkpoint(path, m, None, {"step": 2})
     assert path.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
+    """Run folders are shared: files get the mode a plain open() gives, not mkstemp's private 0600."""
+    import stat
+
+    from workbench.io import write_json
+
+    old = os.umask(umask)
+    try:
+        p = write_json(tmp_path / "x.json", {"a": 1})
+        ck = save_checkpoint(tmp_path / "ck.safetensors", _model(), None, {"step": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == mode
+    assert stat.S_IMODE(ck.stat().st_mode) == mode

@@ -732,8 +732,4 @@ def write_report(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     atomic_write(js, lambda p: Path(p).write_text(text, encoding="utf-8"))
     report = to_markdown(result)
     atomic_write(md, lambda p: Path(p).write_text(report, encoding="utf-8"))
-    umask = os.umask(0)
-    os.umask(umask)
-    for f in (js, md):  # readable like any other file (the atomic temp file is private)
-        f.chmod(0o666 & ~umask)
     return js, md
