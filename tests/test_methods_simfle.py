@@ -76,8 +76,12 @@ def test_semantic_mask_keeps_top_patches_of_the_group_map():
         ref = group_patch_scores(m.grouping(fmap), group, 8, 64, 8)
     assert torch.allclose(scores, ref, atol=1e-5)
     for i in range(B):
-        kept = set(masking.ids_keep[i].tolist())
-        assert kept == set(torch.sort(ref[i], descending=True, stable=True).indices[:16].tolist())
+        kept = torch.zeros(64, dtype=torch.bool)
+        kept[masking.ids_keep[i]] = True
+        # a top 16 of the reference scores, compared by score, not by index: the 2x2 map upsampled gives equal
+        # patches, tied at the 16th place here, so a last-bit difference between the step's scores and this
+        # recomputation (grad vs no_grad conv, CPU dependent) may keep the other patch of a tie
+        assert kept.sum() == 16 and ref[i][kept].min() >= ref[i][~kept].max() - 1e-5 * (1 + ref[i].abs().max())
     assert torch.all(torch.gather(masking.mask, 1, masking.ids_keep) == 0)
     assert g.ndim == 0 and g.requires_grad
 

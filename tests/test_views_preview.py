@@ -33,6 +33,14 @@ def faces(b: int = 4, size: int = 48, device: str = "cpu") -> tuple[torch.Tensor
     return render_faces(lm, size, g), lm
 
 
+def _border(masks: torch.Tensor) -> torch.Tensor:
+    """Pixels of (B, R, H, W) bool masks whose 3x3 neighbourhood holds both values (on a region's edge)."""
+    f = masks.float().flatten(0, 1)[:, None]
+    hi = torch.nn.functional.max_pool2d(f, 3, stride=1, padding=1)
+    lo = -torch.nn.functional.max_pool2d(-f, 3, stride=1, padding=1)
+    return (hi != lo).view_as(masks)
+
+
 def test_preview_grid_layout(tmp_path):
     x, lm = faces(3)
     grid = preview_grid(x, lm, n=2, seed=1)
@@ -87,7 +95,11 @@ def test_all_views_run_on_cuda_and_match_cpu_where_deterministic():
     gpu = face_swap(x, lm, x.roll(*roll), lm.roll(*roll), FaceSwapConfig(p=1.0)).cpu()
     cpu = face_swap(xc, lmc, xc.roll(*roll), lmc.roll(*roll), FaceSwapConfig(p=1.0))
     assert (gpu - cpu).abs().gt(1e-3).float().mean() < 0.002  # same up to float rounding at mask edges
-    assert torch.equal(region_masks(lm, 64).cpu(), region_masks(lmc, 64))
+    # the same regions, up to pixel centres within rounding of a hull edge (the edge distances are a matmul:
+    # cuBLAS and the CPU BLAS round them differently)
+    gpu_m, cpu_m = region_masks(lm, 64).cpu(), region_masks(lmc, 64)
+    assert not ((gpu_m != cpu_m) & ~(_border(gpu_m) | _border(cpu_m))).any()
+    assert (gpu_m != cpu_m).float().mean() < 1e-3
     one = PartMaskConfig(p=1.0, parts=("mouth",))
     torch.testing.assert_close(part_mask(x, lm, one, g)[0].cpu(), part_mask(xc, lmc, one, torch.Generator())[0])
     out = view_throughput("cuda", batch_size=16, size=64, repeats=1)

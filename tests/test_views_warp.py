@@ -252,6 +252,20 @@ def ref_forward_points(points: Tensor, centres: Tensor, delta: Tensor, sigma: Te
     return y
 
 
+def ref_near_cut(points: Tensor, centres: Tensor, delta: Tensor, sigma: Tensor, rtol: float) -> Tensor:
+    """(B, H, W) bool: where the strongest moving bump is within ``rtol`` of the 3-sigma cut (in float64).
+
+    Only there may the two float32 implementations disagree on whether a pixel moves at all: the fast
+    one multiplies two per-axis exponentials, the reference takes one exponential of the squared
+    distance, a few ulp apart, and which side of the cut such a value rounds to depends on the CPU's
+    exp / SIMD code (bit-exact agreement on one machine is luck, not a property).
+    """
+    diff = points[..., None, :].double() - centres[:, None, None].double()  # (B, H, W, K, 2)
+    g = torch.exp(-(diff * diff).sum(-1) / (2 * sigma[:, None, None].double() ** 2))
+    g = torch.where((delta != 0).any(-1)[:, None, None], g, 0.0).amax(-1)
+    return (g - _CUT).abs() <= rtol * _CUT
+
+
 def ref_max_slope(disp: Tensor) -> Tensor:
     gx = disp[:, :-1, 1:] - disp[:, :-1, :-1]
     gy = disp[:, 1:, :-1] - disp[:, :-1, :-1]
@@ -287,9 +301,14 @@ def test_field_matches_reference(name):
     lm = lm * torch.tensor([1.0, 40 / 48])  # non-square: 48 wide, 40 high
     ctrl, delta, sigma = sample_warp_params(lm, CONFIGS[name], gen(12))
     disp, slope = _field(40, 48, ctrl, delta, sigma)
-    ref = ref_field(_ops.pixel_grid(40, 48, torch.device("cpu")).expand(12, 40, 48, 2), ctrl, delta, sigma)
+    grid = _ops.pixel_grid(40, 48, torch.device("cpu")).expand(12, 40, 48, 2)
+    ref = ref_field(grid, ctrl, delta, sigma)
     torch.testing.assert_close(disp.permute(0, 2, 3, 1), ref, atol=1e-5, rtol=0)
-    assert torch.equal(disp.permute(0, 2, 3, 1) != 0, ref != 0)  # same support: untouched pixels stay exact
+    # same support (untouched pixels stay exact), except where the strongest bump is within float32
+    # rounding (~1e-6) of the cut: there either side of the cut is right
+    near_cut = ref_near_cut(grid, ctrl, delta, sigma, rtol=1e-5)
+    assert near_cut.float().mean() < 1e-3
+    assert not (((disp.permute(0, 2, 3, 1) != 0) != (ref != 0)) & ~near_cut[..., None]).any()
     torch.testing.assert_close(slope, ref_max_slope(ref), atol=1e-6, rtol=1e-5)
     if name == "off":
         assert not disp.any()
@@ -303,12 +322,19 @@ def test_local_warp_matches_reference(name, monkeypatch):
     # "dense" overlaps 20 bumps (unscaled field up to ~60 px): there the reference's own float32 error
     # is already ~1e-5 px, and the resampling turns a few ulp of the field into ~1e-5 of intensity
     atol = 3e-5 if name == "dense" else 1e-5
+    # the fringe of the support, where the field is below ~1e-5 of a bump's displacement: one implementation
+    # may copy such a pixel and the other move it by < 1e-4 px (which may or may not round back to the input)
+    ctrl, delta, sigma = sample_warp_params(lm, cfg, gen(14))
+    fringe = ref_near_cut(_ops.pixel_grid(64, 64, torch.device("cpu")).expand(12, 64, 64, 2), ctrl, delta, sigma,
+                          rtol=1e-3)
+    assert fringe.float().mean() < 1e-3
     for chunk in (1, warp._CPU_CHUNK, 1 << 40):  # one sample per chunk, the default, one chunk (as on CUDA)
         monkeypatch.setattr(warp, "_CPU_CHUNK", chunk)
         out, lm2 = local_warp(x, lm, cfg, gen(14))
         torch.testing.assert_close(out, ref, atol=atol, rtol=0)
         torch.testing.assert_close(lm2, ref_lm, atol=1e-4, rtol=0)
-        assert torch.equal(out == x, ref == x)  # the same pixels are copied bit-exactly
+        # the same pixels are copied bit-exactly (outside that rounding fringe)
+        assert not (((out == x) != (ref == x)) & ~fringe[:, None]).any()
     if name == "off":
         assert torch.equal(out, x) and torch.equal(lm2, lm)
 
