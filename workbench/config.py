@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -27,6 +28,11 @@ from typing import Any, TypeVar
 from workbench.errors import ConfigError
 
 T = TypeVar("T")
+
+#: integers beyond int64 cannot reach torch or numpy; every int option is bounded by it
+INT_LIMIT = 2**63 - 1
+#: seeds (fields named ``seed`` or ``*_seed``) go to numpy, which takes 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
 
 
 def param(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None,
@@ -110,11 +116,17 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(value)
+            number = int(value)
+            if not -INT_LIMIT <= number <= INT_LIMIT:
+                raise ConfigError(f"'{name}' is out of range ({value!r}; at most {INT_LIMIT} in size)")
+            return number
         if base is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"'{name}' must be a finite number, got {value!r}")
+            return number
         if base is str:
             return str(value)
         if base is Path:
@@ -131,7 +143,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"'{name}' must be {getattr(base, '__name__', base)}, got {value!r}") from None
     return value
 
@@ -145,6 +157,11 @@ def _check_bounds(cls: type, obj: Any) -> None:
         if m.get("choices") and v not in m["choices"]:
             raise ConfigError(f"'{f.name}' must be one of {', '.join(map(str, m['choices']))}, got {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"'{f.name}' must be a finite number, got {v}")
+            if f.name == "seed" or f.name.endswith("_seed"):
+                if not 0 <= v <= SEED_MAX:
+                    raise ConfigError(f"'{f.name}' must be between 0 and {SEED_MAX}, got {v}")
             if m.get("min") is not None and v < m["min"]:
                 raise ConfigError(f"'{f.name}' must be >= {m['min']}, got {v}")
             if m.get("max") is not None and v > m["max"]:
@@ -169,6 +186,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> 
         base, _ = _base_type(tp)
         if is_dataclass(base) and isinstance(v, dict):
             kwargs[k] = from_dict(base, v, where=f"{where}.{k}" if where else k)
+        elif is_dataclass(base) and not is_dataclass(v):
+            raise ConfigError(f"'{f'{where}.{k}' if where else k}' must be a mapping of option: value, got "
+                              f"{type(v).__name__} {v!r}"[:200])
         else:
             kwargs[k] = _coerce(k, v, tp)
     obj = cls(**kwargs)

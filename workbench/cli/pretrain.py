@@ -62,19 +62,23 @@ def parse_kv(items: list[str], what: str) -> dict[str, str]:
 def build_config(args: argparse.Namespace):
     """RunConfig from YAML + preset + flags (in that order of precedence, lowest first)."""
     from workbench.config import load_yaml
+    from workbench.errors import ConfigError
     from workbench.methods import get_method
     from workbench.train import RunConfig
 
     d = load_yaml(args.config) if args.config else {}
-    d.setdefault("data", {}), d.setdefault("model", {}), d.setdefault("train", {})
-    d.setdefault("method_config", {})
+    for section in ("data", "model", "train", "method_config"):
+        value = d.setdefault(section, {})
+        if value is None:
+            d[section] = {}
+        elif not isinstance(value, dict):
+            raise ConfigError(f"{args.config}: '{section}' must be a mapping of option: value, got "
+                              f"{type(value).__name__} {value!r}"[:200])
     if args.method:
         d["method"] = args.method
     method = get_method(d.get("method", "simclr"))
     d["method"] = method.name
     if args.preset:
-        from workbench.errors import ConfigError
-
         if args.preset not in method.presets:
             raise ConfigError(f"method '{method.name}' has no preset '{args.preset}' "
                               f"(available: {', '.join(method.presets) or 'none'})")
@@ -98,10 +102,13 @@ def run(args: argparse.Namespace) -> int:
     from workbench.train import pretrain
 
     config = build_config(args)
+    from workbench.train.trainer import select_device
+
+    select_device(config.train.device)  # checks before a synthetic set is generated
     if config.train.num_nodes > 1:
         from workbench.train.distributed import check_launch
 
-        check_launch(config)  # before a synthetic set is generated
+        check_launch(config)
     if not config.data.manifest:
         from workbench.data.synth_sets import synthetic_manifest_for
         from workbench.methods import get_method

@@ -48,8 +48,17 @@ def select_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use --device auto or cpu)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device '{name}' cannot train or embed (use auto, cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use --device auto or cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{name}' does not exist: {torch.cuda.device_count()} CUDA GPU(s) visible")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("device 'mps' requested but Apple MPS is not available here (use --device auto or cpu)")
     return dev
 
 
