@@ -113,3 +113,79 @@ def test_user_errors_are_one_line_and_nonzero(argv, needle, tiny_synth, tmp_path
     assert code != 0
     assert err and err[-1].startswith("error:") and needle in err[-1], captured.err
     assert "Traceback" not in captured.err
+
+
+CONFIG_DAMAGE = {
+    "not JSON": b"{not json",
+    "a list": b"[1, 2]",
+    "no config key": b'{"version": {}}',
+    "config a string": b'{"config": "simclr"}',
+    "wrong option type": b'{"config": {"method": "simclr", "train": {"epochs": "many"}}}',
+    "unknown method": b'{"config": {"method": "nosuch"}}',
+    "binary": b"\xff\xfe\x00garbage",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CONFIG_DAMAGE))
+@pytest.mark.parametrize("command", ["evaluate", "umap", "attention"])
+def test_damaged_run_metadata_is_one_line(damage, command, tiny_run, tiny_synth, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.json").write_bytes(CONFIG_DAMAGE[damage])
+    argv = {"evaluate": ["evaluate", str(run), "--data", str(tiny_synth)],
+            "umap": ["umap", str(run), "--data", str(tiny_synth), "--out", str(tmp_path / "u"), "--method", "pca"],
+            "attention": ["attention", str(run), "--data", str(tiny_synth), "--out", str(tmp_path / "a")]}[command]
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("error:") and "config.json" in err[0], err
+
+
+def test_a_config_with_a_byte_order_mark_still_loads(tiny_run, tmp_path):
+    import shutil
+
+    from workbench.train import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = run / "config.json"
+    cfg.write_bytes(b"\xef\xbb\xbf" + cfg.read_bytes())
+    assert load_run(run).config.method == "simclr"
+
+
+@pytest.mark.parametrize("damage", ["not JSON", "a list", "bad optimiser", "bad generator", "negative step"])
+def test_resume_with_a_damaged_sidecar_is_one_line(damage, tiny_run, tiny_synth, tmp_path, capsys):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    side = run / "checkpoints" / "last.safetensors.json"
+    state = json.loads(side.read_text())
+    if damage == "not JSON":
+        side.write_text("{")
+    elif damage == "a list":
+        side.write_text("[]")
+    elif damage == "bad optimiser":
+        state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1] * 7
+        side.write_text(json.dumps(state))
+    elif damage == "negative step":
+        state["step"] = -4
+        side.write_text(json.dumps(state))
+    else:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(run / "checkpoints" / "last.safetensors")
+        tensors["rng.torch"] = tensors["rng.torch"][:10].clone()
+        save_file(tensors, run / "checkpoints" / "last.safetensors")
+    from workbench.config import replace
+    from workbench.errors import CheckpointError
+    from workbench.train import pretrain
+    from workbench.train.run import read_run_config
+
+    config = read_run_config(run / "config.json")
+    config.train = replace(config.train, epochs=3)
+    with pytest.raises(CheckpointError, match="last.safetensors") as info:
+        pretrain(config, run, resume=True, progress=False)
+    assert "\n" not in str(info.value)

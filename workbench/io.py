@@ -89,6 +89,23 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path`` (a UTF-8 byte-order mark is accepted), or one :class:`WorkbenchError`
+    line naming ``what`` the file should be: not JSON, not an object, unreadable."""
+    from workbench.errors import WorkbenchError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise WorkbenchError(f"{p}: not a valid {what} (not JSON: {type(exc).__name__})") from None
+    except OSError as exc:
+        raise WorkbenchError(f"{p}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{p}: not a valid {what} (a JSON {type(data).__name__}, expected an object)")
+    return data
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.errors import CheckpointError
-from workbench.io import atomic_write, read_json, write_json
+from workbench.errors import CheckpointError, WorkbenchError
+from workbench.io import atomic_write, read_json_object, write_json
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
@@ -97,17 +97,25 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: does not match the model ({first})") from None
     side_path = path.with_suffix(path.suffix + ".json")
-    state: dict[str, Any] = read_json(side_path) if side_path.is_file() else {}
+    try:
+        state: dict[str, Any] = read_json_object(side_path, "checkpoint sidecar") if side_path.is_file() else {}
+    except WorkbenchError as exc:
+        raise CheckpointError(str(exc)) from None
     if optimizer is not None and "optimizer" in state:
-        opt = state["optimizer"]
-        slots: dict[int, dict[str, Any]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, pid, name = k.split(".", 2)
-                slots.setdefault(int(pid), {})[name] = v
-        for pid, plain in opt.get("plain_state", {}).items():
-            slots.setdefault(int(pid), {}).update(plain)
-        optimizer.load_state_dict({"state": slots, "param_groups": opt["param_groups"]})
+        try:
+            opt = state["optimizer"]
+            slots: dict[int, dict[str, Any]] = {}
+            for k, v in tensors.items():
+                if k.startswith("optim."):
+                    _, pid, name = k.split(".", 2)
+                    slots.setdefault(int(pid), {})[name] = v
+            for pid, plain in opt.get("plain_state", {}).items():
+                slots.setdefault(int(pid), {}).update(plain)
+            optimizer.load_state_dict({"state": slots, "param_groups": opt["param_groups"]})
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(f"{side_path}: the optimiser state does not match this run "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"[:300]
+                                  ) from None
     if "rng.torch" in tensors:
         state["_rng_torch"] = tensors["rng.torch"]
     return state

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from workbench.errors import CheckpointError, ConfigError
-from workbench.io import read_json, write_json
+from workbench.errors import CheckpointError, ConfigError, WorkbenchError
+from workbench.io import read_json_object, write_json
 from workbench.train.config import RunConfig
 
 
@@ -103,13 +103,33 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, ca
     return trainer.fit()
 
 
+def read_run_config(cfg_path: Path) -> RunConfig:
+    """The :class:`RunConfig` in a run's ``config.json``; a damaged file is one CheckpointError line."""
+    try:
+        meta = read_json_object(cfg_path, "run config")
+    except WorkbenchError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{cfg_path}: not a valid run config (no 'config' mapping); was it edited by hand?")
+    try:
+        config = RunConfig.from_dict(meta["config"])
+        from workbench.methods import get_method
+
+        get_method(config.method)
+        return config
+    except WorkbenchError as exc:
+        raise CheckpointError(f"{cfg_path}: not a valid run config ({exc})") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: not a valid run config ({type(exc).__name__}: {exc})"[:300]) from None
+
+
 def check_run_folder(config: RunConfig, out: Path, *, resume: bool) -> None:
     """Refuse to overwrite a run, or to resume one whose config differs (beyond RESUME_MAY_CHANGE)."""
     cfg_path = out / "config.json"
     if resume:
         if not cfg_path.is_file():
             raise ConfigError(f"cannot resume: {cfg_path} not found")
-        saved = RunConfig.from_dict(read_json(cfg_path)["config"])
+        saved = read_run_config(cfg_path)
         a, b = saved.to_dict(), config.to_dict()
         for key in RESUME_MAY_CHANGE:
             a["train"].pop(key), b["train"].pop(key)
@@ -165,7 +185,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", device: str |
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{run} is not a run folder (no config.json); create one with `workbench pretrain`")
-    config = RunConfig.from_dict(read_json(cfg_path)["config"])
+    config = read_run_config(cfg_path)
     ck = Path(checkpoint)
     if not ck.suffix:
         ck = run / "checkpoints" / f"{checkpoint}.safetensors"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.errors import ConfigError, TrainingDiverged, WorkbenchError
+from workbench.errors import CheckpointError, ConfigError, TrainingDiverged, WorkbenchError
 from workbench.train.checkpoint import load_checkpoint, save_checkpoint
 from workbench.train.config import RunConfig
 from workbench.train.monitor import collapse_stats
@@ -172,12 +172,19 @@ class Trainer:
 
     def resume(self, checkpoint: str | Path) -> None:
         state = load_checkpoint(checkpoint, self.method, self.optimizer)
-        self.step = int(state.get("step", 0))
-        self.epoch = int(state.get("epoch", 0))
-        self.step_in_epoch = int(state.get("step_in_epoch", 0))
-        self.last_metrics = dict(state.get("metrics", {}))
-        if "_rng_torch" in state:
-            torch.set_rng_state(state["_rng_torch"])
+        try:
+            self.step = int(state.get("step", 0))
+            self.epoch = int(state.get("epoch", 0))
+            self.step_in_epoch = int(state.get("step_in_epoch", 0))
+            self.last_metrics = dict(state.get("metrics", {}))
+            if min(self.step, self.epoch, self.step_in_epoch) < 0:
+                raise ValueError("negative counters")
+            if "_rng_torch" in state:
+                torch.set_rng_state(state["_rng_torch"])
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise CheckpointError(f"{checkpoint}: its saved training state cannot be resumed "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"[:300]
+                                  ) from None
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
