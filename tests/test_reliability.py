@@ -189,3 +189,30 @@ def test_resume_with_a_damaged_sidecar_is_one_line(damage, tiny_run, tiny_synth,
     with pytest.raises(CheckpointError, match="last.safetensors") as info:
         pretrain(config, run, resume=True, progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_figures_survive_a_malformed_metrics_log(tiny_run, tmp_path):
+    import shutil
+    import warnings
+
+    from workbench.analysis.study import training_curves
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    log = run / "metrics.jsonl"
+    good = log.read_text().splitlines()
+    log.write_text("\n".join([good[0], "{half a line", "[1, 2]", '{"step": "x", "loss": 1}', *good[1:],
+                              '{"step": 99, "epoch": 9, "lo']) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, rows = training_curves([run])
+    assert any("3 malformed line(s) skipped" in str(w.message) for w in caught)
+    n_loss = sum(1 for x in good if '"loss"' in x)
+    assert int(rows["loss"].notna().sum()) == n_loss  # the data behind the figure (a DataFrame)
+
+
+def test_attention_with_an_empty_layer_name_is_one_line(tiny_run, tiny_synth, tmp_path, capsys):
+    code = main(["attention", str(tiny_run), "--data", str(tiny_synth), "--out", str(tmp_path / "a"),
+                 "--layer", ""])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "layer name is empty" in err[0]

@@ -89,6 +89,35 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_jsonl(path: str | Path, what: str = "metrics log") -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a ``.jsonl`` file and how many lines were skipped (malformed, not an object,
+    or the half-written last line of a killed process). A missing or unreadable file is one
+    :class:`WorkbenchError` line."""
+    from workbench.errors import WorkbenchError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig", errors="replace")
+    except FileNotFoundError:
+        raise WorkbenchError(f"{p}: no {what} (is this a run folder?)") from None
+    except OSError as exc:
+        raise WorkbenchError(f"{p}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+    records, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad += 1
+    return records, bad
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """A JSON object from ``path`` (a UTF-8 byte-order mark is accepted), or one :class:`WorkbenchError`
     line naming ``what`` the file should be: not JSON, not an object, unreadable."""

@@ -18,13 +18,14 @@ recomputes a model, an embedding or a UMAP. Pass ``recompute=True`` to force it.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from workbench.io import write_json
+from workbench.io import read_jsonl, write_json
 
 #: protocols of the comparison table: name -> EvalConfig fields
 DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -238,6 +239,10 @@ def default_cam_layer(run) -> str | None:
 FIGURES = ("training_curves", "probe_comparison", "separation_bars", "umap_panels", "gradcam_grid")
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def training_curves(run_dirs: Sequence[str | Path]):
     """Plotly figure: loss per step and online kNN per epoch, one line per run."""
     import plotly.graph_objects as go
@@ -247,9 +252,12 @@ def training_curves(run_dirs: Sequence[str | Path]):
     rows = []
     for rd in run_dirs:
         name = Path(rd).name
-        recs = [json.loads(x) for x in (Path(rd) / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        steps = [r for r in recs if "loss" in r]
-        knn = [r for r in recs if "knn/expression" in r]
+        recs, bad = read_jsonl(Path(rd) / "metrics.jsonl")
+        if bad:
+            warnings.warn(f"{Path(rd) / 'metrics.jsonl'}: {bad} malformed line(s) skipped", stacklevel=2)
+        recs = [r for r in recs if _number(r.get("step")) and _number(r.get("epoch"))]
+        steps = [r for r in recs if _number(r.get("loss"))]
+        knn = [r for r in recs if _number(r.get("knn/expression"))]
         fig.add_trace(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps], name=name,
                                  mode="lines", legendgroup=name), row=1, col=1)
         if knn:

@@ -83,6 +83,9 @@ class GradCAM:
             if self.backbone is None or not hasattr(self.backbone, "cam_layer"):
                 raise ConfigError("GradCAM needs layer=... for a model without .backbone.cam_layer()")
             return self.backbone.cam_layer()
+        if not str(layer).strip():
+            raise ConfigError("the layer name is empty: give a module name such as 'layer3' (or leave it out for "
+                              "the default stage)")
         roots = [getattr(self.backbone, "model", None), self.backbone, self.method]
         for root in roots:
             if isinstance(root, nn.Module):
