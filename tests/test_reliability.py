@@ -216,3 +216,35 @@ def test_attention_with_an_empty_layer_name_is_one_line(tiny_run, tiny_synth, tm
                  "--layer", ""])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "layer name is empty" in err[0]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_everywhere(tiny_run, tiny_synth, tmp_path, capsys):
+    """evaluate used to score NaN features as 'accuracy 0.125' with exit 0; umap and attention refused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ck = run / "checkpoints" / "last.safetensors"
+    tensors = load_file(ck)
+    name = next(k for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point())
+    tensors[name] = tensors[name] * float("nan")
+    save_file(tensors, ck)
+    for argv in (["evaluate", str(run), "--data", str(tiny_synth)],
+                 ["umap", str(run), "--data", str(tiny_synth), "--out", str(tmp_path / "u"), "--method", "pca"]):
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "NaN or inf" in err[0], (argv[0], err)
+
+
+def test_nan_features_are_not_scored():
+    import numpy as np
+
+    from workbench.errors import WorkbenchError
+    from workbench.evaluate.protocols import evaluate_embeddings
+
+    X = np.ones((8, 4), np.float32)
+    X[0, 0] = np.nan
+    with pytest.raises(WorkbenchError, match="NaN or inf"):
+        evaluate_embeddings(X, [0, 1] * 4, X, [0, 1] * 4)

@@ -283,6 +283,8 @@ def evaluate_embeddings(
                           f"got {cfg.target!r}")
     trX = np.asarray(train_X.detach().cpu() if hasattr(train_X, "detach") else train_X, dtype=np.float32)
     teX = np.asarray(test_X.detach().cpu() if hasattr(test_X, "detach") else test_X, dtype=np.float32)
+    if not (np.isfinite(trX).all() and np.isfinite(teX).all()):
+        raise WorkbenchError("features contain NaN or inf (a diverged or damaged checkpoint?); nothing to score")
     if len(train_y) != len(trX) or len(test_y) != len(teX):
         raise WorkbenchError("labels must have one entry per feature row (train and test)")
     regression = cfg.target in REGRESSION_TARGETS

@@ -91,6 +91,10 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     path = Path(path)
     tensors = load_tensors(path)
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    bad = [k for k, v in model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # the trainer never saves a diverged step: this file was damaged or written elsewhere
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); use an "
+                              "earlier checkpoint")
     try:
         model.load_state_dict(model_state, strict=strict)
     except RuntimeError as exc:
