@@ -272,3 +272,14 @@ def test_validate_false_keeps_going(tmp_path):
     assert np.isnan(m.frame["valence"][0]) and m.frame["valence"][1] == 0.5
     codes, _ = m.labels("expression")
     assert codes.tolist() == [-1, EXPRESSIONS.index("sadness")]
+
+
+@pytest.mark.parametrize("value", ["1e300", "-1e300", "2e6"])
+def test_landmarks_beyond_the_coordinate_limit_are_flagged(tmp_path, value):
+    """1e300 is finite in float64 but inf in the float32 cache: it must not pass validation."""
+    _img(tmp_path / "img" / "0.png")
+    _img(tmp_path / "img" / "1.png")
+    huge = " ".join([value] + LM.split()[1:])
+    p = _write(tmp_path, f"path,expression,identity,landmarks\nimg/0.png,happy,a,{LM}\nimg/1.png,sad,b,{huge}\n")
+    report = validate_manifest(p)
+    assert any("landmark coordinates must lie within" in str(x) for x in report.problems), report.problems

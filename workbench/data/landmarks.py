@@ -66,6 +66,11 @@ def format_landmarks(points: np.ndarray) -> str:
     return " ".join(f"{v:.2f}" for v in pts)
 
 
+#: largest accepted landmark coordinate magnitude in pixels (images are at most 16,384 px a side); larger
+#: values are typos or hostile (1e300 would become inf in the float32 cache)
+COORDINATE_LIMIT = 1e6
+
+
 def parse_landmarks(value: object) -> np.ndarray | None:
     """Decode the manifest string into a float32 (68, 2) array; empty / NaN gives None.
 
@@ -79,14 +84,16 @@ def parse_landmarks(value: object) -> np.ndarray | None:
     if not text:
         return None
     try:
-        nums = np.array([float(t) for t in text.replace(",", " ").split()], dtype=np.float32)
+        nums = np.array([float(t) for t in text.replace(",", " ").split()], dtype=np.float64)
     except ValueError:
         raise ValueError("landmarks must be 136 numbers 'x0 y0 x1 y1 ...'") from None
     if nums.size != 2 * N_LANDMARKS:
         raise ValueError(f"landmarks must be 136 numbers, got {nums.size}")
     if not np.all(np.isfinite(nums)):
         raise ValueError("landmarks contain NaN or inf")
-    return nums.reshape(N_LANDMARKS, 2)
+    if np.abs(nums).max() > COORDINATE_LIMIT:
+        raise ValueError(f"landmark coordinates must lie within +-{COORDINATE_LIMIT:.0e} px")
+    return nums.astype(np.float32).reshape(N_LANDMARKS, 2)
 
 
 def inter_ocular_distance(points: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.data.landmarks import N_LANDMARKS, format_landmarks, parse_landmarks
+from workbench.data.landmarks import COORDINATE_LIMIT, N_LANDMARKS, format_landmarks, parse_landmarks
 from workbench.data.splits import SPLIT_ALIASES, SPLITS, assign_splits
 from workbench.data.vocabulary import ALIASES, EXPRESSION_INDEX, EXPRESSIONS, suggest_expression
 from workbench.errors import ManifestError, MissingMetadataError
@@ -449,7 +449,8 @@ def _landmark_block(texts: Sequence[str]) -> np.ndarray | None:
                           skip_blank_lines=False).to_numpy()
     except Exception:  # noqa: BLE001 - any parse trouble: the exact row-by-row path reports it
         return None
-    if arr.shape != (len(texts), 2 * N_LANDMARKS) or not np.isfinite(arr).all():
+    if (arr.shape != (len(texts), 2 * N_LANDMARKS) or not np.isfinite(arr).all()
+            or (arr.size and np.abs(arr).max() > COORDINATE_LIMIT)):
         return None
     return arr.reshape(len(texts), N_LANDMARKS, 2).astype(np.float32)
 
