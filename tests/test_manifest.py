@@ -283,3 +283,19 @@ def test_landmarks_beyond_the_coordinate_limit_are_flagged(tmp_path, value):
     p = _write(tmp_path, f"path,expression,identity,landmarks\nimg/0.png,happy,a,{LM}\nimg/1.png,sad,b,{huge}\n")
     report = validate_manifest(p)
     assert any("landmark coordinates must lie within" in str(x) for x in report.problems), report.problems
+
+
+def test_links_inside_the_root_are_followed_but_dotdot_is_refused(tmp_path):
+    """Policy: the path text must stay inside the manifest folder; a link inside it may point anywhere
+    (builders link a read-only dataset root next to the manifest, so licensed data is never copied)."""
+    outside = tmp_path / "dataset"
+    _img(outside / "0.png")
+    _img(outside / "1.png")
+    root = tmp_path / "work"
+    root.mkdir()
+    (root / "images").symlink_to(outside, target_is_directory=True)
+    linked = _write(root, "path,expression,identity\nimages/0.png,happy,a\nimages/1.png,sad,b\n")
+    report = validate_manifest(linked, deep=True)
+    assert report.ok, report.problems
+    dotdot = _write(root, "path,expression,identity\n../dataset/0.png,happy,a\n", name="up.csv")
+    assert any("leaving the manifest folder" in str(x) for x in validate_manifest(dotdot).problems)
