@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from workbench.config import param
+from workbench.errors import ConfigError
 
 #: what the pipeline should reach (benchmarks/README.md)
 TARGET_CPU_RATIO = 1.5  # workbench / reference images/s on a small CPU machine
@@ -491,7 +492,34 @@ def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     c.rounds = c.rounds or (2 if c.quick else 6)
     c.steps = c.steps or (2 if c.quick else 3)
     c.umap_points = c.umap_points or min(c.images, 2000)
+    check_settings(c)
     return c, dev
+
+
+#: sections ``--skip`` may name
+SECTIONS = ("pretrain", "views", "embeddings", "umap")
+
+
+def check_settings(cfg: BenchConfig) -> None:
+    """Every argument checked before any work: section names, backbones, a writable ``out``."""
+    import timm
+
+    unknown = sorted({s.strip() for s in cfg.skip.split(",") if s.strip()} - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"--skip: unknown section '{unknown[0]}' (sections: {', '.join(SECTIONS)})")
+    for bb in [b.strip() for b in cfg.backbones.split(",") if b.strip()]:
+        if not timm.is_model(bb):
+            raise ConfigError(f"--backbones: unknown timm backbone '{bb}'")
+    if cfg.out:
+        out = Path(cfg.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"--out {out} is not a writable folder ({exc.strerror or type(exc).__name__})"
+                              ) from None
 
 
 def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("attention", help="Grad-CAM on facial landmarks: overlays + region scores CSV",
@@ -20,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--per-expression", type=int, default=8, help="images per expression")
     p.add_argument("--layer", default=None, help="module to explain (default: a stage with >= 4x4 maps)")
     p.add_argument("--checkpoint", default="last")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--recompute", action="store_true")
     p.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="linear probe / kNN on frozen features of a run",
@@ -18,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training labels (e.g. 0.01, 0.1)")
     p.add_argument("--checkpoint", default="last", help="'last', 'epoch-0003' or a path")
     p.add_argument("--feature", default="feats", choices=("feats", "z"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

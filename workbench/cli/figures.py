@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     from workbench.analysis.study import FIGURES
@@ -17,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--figures", nargs="*", default=None, choices=FIGURES, help="subset to write [default: all]")
     p.add_argument("--style", default="double", choices=("single", "double"))
     p.add_argument("--umap-method", default="umap", choices=("umap", "pca"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.set_defaults(func=run)
 
 

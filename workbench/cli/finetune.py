@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a run's encoder + linear head on expression (per-view scores)",
@@ -22,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--from-scratch", action="store_true", help="random init instead of the run's weights")
     p.add_argument("--no-augment", action="store_true", help="no augmentation while fine-tuning")
     p.add_argument("--checkpoint", default="last", help="'last', 'epoch-0003' or a path")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

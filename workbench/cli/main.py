@@ -32,13 +32,21 @@ COMMANDS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``error: ... (see `workbench pretrain --help`)``), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        text = " ".join(str(message).split())
+        self.exit(2, f"error: {text} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="workbench",
         description="FER-SSL Workbench: self-supervised facial-expression representations.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"workbench.cli.{name}")

@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     from workbench.config import add_arguments
@@ -55,7 +57,7 @@ def register(sub) -> None:
     st.add_argument("--size", type=int, default=48, help="grey image side for the statistics [default: 48, "
                                                          "the size of the reference figures]")
     st.add_argument("--folds", type=int, default=5, help="person-wise cross-validation folds [default: 5]")
-    st.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap [default: 0]")
+    st.add_argument("--seed", type=seed_arg, default=0, help="seed of the folds and the bootstrap [default: 0]")
     st.add_argument("--max-images", type=int, default=4000, help="whole people are kept up to this many "
                                                                   "images [default: 4000]")
     st.add_argument("--out", help="also write the statistics as JSON to this file")

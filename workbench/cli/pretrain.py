@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -23,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed_arg, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (smoke tests)")
     p.add_argument("--devices", type=int, default=None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("separation", help="identity-vs-expression report of a run",
@@ -17,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--feature", default="feats", choices=("feats", "z"))
     p.add_argument("--track", action="store_true", help="over all numbered checkpoints of the run")
     p.add_argument("--recompute", action="store_true", help="ignore persisted results")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from workbench.cli import seed_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("umap", help="UMAP / PCA maps of one or more runs (or aligned over training)",
@@ -18,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--facet", default=None, help="metadata column to facet on (default: run when several runs)")
     p.add_argument("--aligned", action="store_true", help="AlignedUMAP over the checkpoints of one run")
     p.add_argument("--style", default="double", choices=("single", "double", "slide"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.set_defaults(func=run)
 
 
