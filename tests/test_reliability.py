@@ -35,6 +35,8 @@ def test_bad_images_are_skipped_with_a_list_not_a_crash(tiny_synth, tmp_path):
         data = load_face_data(manifest, 32)
     assert len(data) == 189 and len(data.skipped) == 3
     assert (data.cache_dir / "skipped.csv").is_file()
+    with pytest.warns(UserWarning, match="3 of 192 images were skipped"):  # said again, also without progress
+        load_face_data(manifest, 32, progress=False)
     x, _ = data.batch(np.arange(8))
     assert x.shape == (8, 3, 32, 32) and float(x.max()) <= 1.0
 

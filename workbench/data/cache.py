@@ -171,7 +171,7 @@ def load_face_data(manifest: Manifest | str | Path, size: int = 64, *, cache_dir
     images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
     landmarks = np.load(folder / "landmarks.npy") if meta["has_landmarks"] else None
     skipped = [tuple(x) for x in meta.get("skipped", [])]
-    if skipped and progress:
+    if skipped:  # always said, whether or not progress is shown
         warnings.warn(f"{len(skipped)} of {len(manifest)} images were skipped (see {folder / 'skipped.csv'}); "
                       f"first: {skipped[0][0]} ({skipped[0][1]})", stacklevel=2)
     return FaceData(manifest.subset(rows), images, landmarks, size, skipped, folder)
