@@ -89,16 +89,19 @@ def test_crop_names_strip_prefix_sanitise_and_stay_unique():
     assert all(".." not in n for n in crop_names(["../x.jpg", "y/../../z.jpg"], "jpg"))
 
 
-def _noise_manifest(tmp_path, n=4, bad=True):
+def _noise_manifest(tmp_path, n=4, bad=True, blank=False):
     d = tmp_path / "src"
+    d.mkdir()
     rows = ["path,expression,identity,meta_x"]
     for i in range(n):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png") \
-            if d.exists() else (d.mkdir(), Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(d / f"{i}.png"))
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
         rows.append(f"{i}.png,happy,s{i},{i}")
     if bad:
         (d / "broken.png").write_bytes(b"garbage" * 10)
         rows.append("broken.png,sad,s9,9")
+    if blank:
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(d / "blank.png")
+        rows.append("blank.png,sad,s8,8")
     (d / "m.csv").write_text("\n".join(rows) + "\n")
     return d / "m.csv"
 
@@ -107,15 +110,16 @@ NO_CNN = dict(cnn_fallback=False, upsample=0)
 
 
 def test_failures_are_listed_never_crash(tmp_path):
-    m = _noise_manifest(tmp_path)
-    with pytest.raises(ManifestError, match="none of the 5 images could be aligned") as ei:
+    m = _noise_manifest(tmp_path, blank=True)
+    with pytest.raises(ManifestError, match="none of the 6 images could be aligned") as ei:
         align_manifest(m, tmp_path / "out", FacesConfig(**NO_CNN), progress=False)
     assert "\n" not in str(ei.value)
     with open(tmp_path / "out" / "failures.csv") as fh:
         fails = list(csv.DictReader(fh))
-    assert len(fails) == 5 and {f["status"] for f in fails} == {"failed"}
+    assert len(fails) == 6 and {f["status"] for f in fails} == {"failed"}
     reasons = {f["path"]: f["reason"] for f in fails}
     assert reasons["0.png"] == "no face detected" and reasons["broken.png"].startswith("unreadable")
+    assert reasons["blank.png"].startswith("blank image")  # all black: said as such, not "no face detected"
 
 
 def test_whole_image_fallback_resume_and_settings(tmp_path):

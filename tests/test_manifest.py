@@ -299,3 +299,16 @@ def test_links_inside_the_root_are_followed_but_dotdot_is_refused(tmp_path):
     assert report.ok, report.problems
     dotdot = _write(root, "path,expression,identity\n../dataset/0.png,happy,a\n", name="up.csv")
     assert any("leaving the manifest folder" in str(x) for x in validate_manifest(dotdot).problems)
+
+
+def test_deep_validation_flags_blank_images(tmp_path):
+    from workbench.data.images import blank_reason
+
+    _img(tmp_path / "img" / "0.png")  # one grey colour everywhere
+    face = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(face).save(tmp_path / "img" / "1.png")
+    p = _write(tmp_path, "path,expression,identity\nimg/0.png,happy,a\nimg/1.png,sad,b\n")
+    report = validate_manifest(p, deep=True)
+    blank = [x for x in report.problems if x.code == "blank_image"]
+    assert len(blank) == 1 and "img/0.png" in blank[0].message and "1.png" not in blank[0].message
+    assert blank_reason(face) is None and "blank image" in blank_reason(np.full((8, 8, 3), 7, np.uint8))

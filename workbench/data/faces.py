@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from workbench.config import param
-from workbench.data.images import ImageReadError, read_image
+from workbench.data.images import ImageReadError, blank_reason, read_image
 from workbench.data.landmarks import ALIGN_POINTS, EYES, NOSE, PARTS, format_landmarks, parse_landmarks
 from workbench.errors import ConfigError, ManifestError, OptionalDependencyError, require
 
@@ -317,6 +317,10 @@ def _process(task: tuple[str, str, str, str]) -> dict[str, Any]:
         image = read_image(src)
     except ImageReadError as exc:
         rec["reason"] = f"unreadable: {exc.reason}"
+        return rec
+    blank = blank_reason(image)
+    if blank:
+        rec["reason"] = blank
         return rec
     try:
         pts = parse_landmarks(given) if given else None

@@ -163,6 +163,20 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def blank_reason(image: np.ndarray, *, tolerance: int = 2) -> str | None:
+    """``"blank image (...)"`` when every pixel has the same colour (within ``tolerance`` levels), else
+    None: a blank file is a data problem, not a face the detector missed."""
+    a = np.asarray(image)
+    if a.size == 0:
+        return "blank image (no pixels)"
+    flat = a.reshape(-1, a.shape[-1]) if a.ndim == 3 else a.reshape(-1, 1)
+    spread = int((flat.max(axis=0).astype(np.int32) - flat.min(axis=0).astype(np.int32)).max())
+    if spread <= tolerance:
+        colour = ",".join(str(int(v)) for v in flat[0])
+        return f"blank image (one colour everywhere: {colour})"
+    return None
+
+
 def pad_to_square(image: np.ndarray, *, fill: str = "edge") -> tuple[np.ndarray, tuple[int, int]]:
     """Pad ``(H, W, 3)`` to a centred square; returns ``(square, (pad_x, pad_y))``.
 

@@ -554,10 +554,11 @@ def _summary(frame: pd.DataFrame) -> str:
 
 
 def _check_files(frame: pd.DataFrame, root: Path, col: _Collector, deep: bool) -> None:
-    from workbench.data.images import ImageReadError, read_image
+    from workbench.data.images import ImageReadError, blank_reason, read_image
 
     missing: list[str] = []
     unreadable: list[tuple[str, str]] = []
+    blank: list[str] = []
     for rel in dict.fromkeys(frame["path"].tolist()):
         if not isinstance(rel, str) or not rel or "\x00" in rel or _is_absolute(rel):
             continue
@@ -578,7 +579,8 @@ def _check_files(frame: pd.DataFrame, root: Path, col: _Collector, deep: bool) -
             unreadable.append((rel, "permission denied"))
         elif deep:
             try:
-                read_image(p)
+                if blank_reason(read_image(p)):
+                    blank.append(rel)
             except ImageReadError as exc:
                 unreadable.append((rel, exc.reason))
     if missing:
@@ -587,6 +589,9 @@ def _check_files(frame: pd.DataFrame, root: Path, col: _Collector, deep: bool) -
     if unreadable:
         shown = col.examples([f"{r} ({why})" for r, why in unreadable])
         col.add("unreadable_file", f"unreadable image files: {len(unreadable)} ({shown})")
+    if blank:
+        col.add("blank_image", f"blank images (one colour everywhere, no face): {len(blank)} "
+                               f"(first: {col.examples(blank)})", severity="warning")
 
 
 def _inspect(data: bytes, root: Path, col: _Collector) -> pd.DataFrame | None:
