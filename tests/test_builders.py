@@ -172,6 +172,17 @@ def test_kdef(tmp_path):
     build_manifest("kdef", root, root / "codes.csv", views="codes")
     _, by = rows_by_name(root / "codes.csv")
     assert by["AF01ANFL.JPG"]["view"] == "FL"
+    # a partial copy says how much of the full release is there, and names what is missing
+    note = next(k for k in rep.counts if "expected images" in k)
+    assert note.startswith("note: 4 of 4,900 expected images (the full kdef release); missing: AF01AFFL, ")
+    assert rep.counts[note] == 4896 and "AF01ANFL" not in note
+
+
+def test_kdef_release_names():
+    from workbench.data.builders.kdef import expected_names
+
+    names = expected_names()
+    assert len(names) == 4900 and "BM35SUFR" in names and "AF01ANS" in names
 
 
 def test_ddcf_pattern(tmp_path):
@@ -226,6 +237,7 @@ def test_ckplus48_and_jaffe(tmp_path):
         img(root / rel)
     rep = build_manifest("ckplus48", root, root / "m.csv", split="none")
     assert rep.rows == 2 and rep.n_problems == 2
+    assert rep.counts["note: 2 of 981 expected images (the full ckplus48 release)"] == 979
     _, by = rows_by_name(root / "m.csv")
     r = by["S010_004_00000017.png"]
     assert (r["identity"], r["clip"], r["frame"], r["expression"]) == ("S010", "S010_004", 17, "anger")

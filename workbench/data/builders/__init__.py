@@ -172,7 +172,21 @@ def build_manifest(format: str, root: str | os.PathLike[str], out: str | os.Path
     report.rows = len(manifest)
     if image_root != Path(os.path.abspath(root_p)):
         report.counts[f"note: images reached through the link {image_root} → {root_p}"] = len(manifest)
+    _expected_note(builder, rows, report)
     n_probs = len(report.problems)
     report.summary_line = (f"{builder.name}: wrote {out_p} ({manifest.summary()}); "
                            f"{n_probs} problem{'s' if n_probs != 1 else ''}")
     return report
+
+
+def _expected_note(builder: Builder, rows: list[dict[str, Any]], report: BuildReport, max_listed: int = 8) -> None:
+    """``note: 4,897 of 4,900 expected images (the full KDEF release); missing: ...`` when fewer are found."""
+    if not builder.expected or len(rows) >= builder.expected:
+        return
+    line = f"note: {len(rows):,} of {builder.expected:,} expected images (the full {builder.name} release)"
+    if builder.expected_names is not None:
+        found = {Path(str(r["path"])).stem.upper() for r in rows}
+        missing = sorted(n for n in builder.expected_names() if n.upper() not in found)
+        if missing:
+            line += "; missing: " + ", ".join(missing[:max_listed]) + (", ..." if len(missing) > max_listed else "")
+    report.counts[line] = builder.expected - len(rows)

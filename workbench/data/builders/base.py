@@ -135,6 +135,10 @@ class Builder:
     citation: str
     layout: str  # one-line expected layout, quoted when nothing usable is found
     spec: str = ""  # name of data_manifests/<spec>.yaml
+    #: images of the complete official release (0 = unknown): a build that finds fewer says so
+    expected: int = 0
+    #: file names of the complete release (without extension), when the naming scheme enumerates them
+    expected_names: Callable[[], set[str]] | None = None
 
     def __call__(self, root: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> BuildReport:
         from workbench.data.builders import build_manifest

@@ -52,7 +52,7 @@ def build(ctx: BuildContext, opts: CKPlus48Options) -> list[dict[str, Any]]:
 
 
 BUILDER = Builder(
-    name="ckplus48", build=build, options=CKPlus48Options,
+    name="ckplus48", expected=981, build=build, options=CKPlus48Options,
     description="CK+48: 48x48 crops of CK+ peak frames in one folder per expression",
     citation="Lucey et al. The Extended Cohn-Kanade Dataset (CK+). CVPR Workshops 2010.",
     layout="ROOT/<expression>/S010_004_00000017.png",

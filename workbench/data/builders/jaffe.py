@@ -36,7 +36,7 @@ def build(ctx: BuildContext, opts: JaffeOptions) -> list[dict[str, Any]]:
 
 
 BUILDER = Builder(
-    name="jaffe", build=build, options=JaffeOptions,
+    name="jaffe", expected=213, build=build, options=JaffeOptions,
     description="JAFFE: 213 posed images of 10 Japanese women, 7 expressions (file-name labels)",
     citation="Lyons, Akamatsu, Kamachi, Gyoba. Coding facial expressions with Gabor wavelets. FG 1998.",
     layout="ROOT/**/KA.AN1.39.tiff (identity.expression+take.number.tiff)",

@@ -52,8 +52,14 @@ def build(ctx: BuildContext, opts: KDEFOptions) -> list[dict[str, Any]]:
     return rows
 
 
+def expected_names() -> set[str]:
+    """The 4,900 file names of the full release: series A/B x 70 people (35 F, 35 M) x 7 x 5 angles."""
+    return {f"{series}{sex}{number:02d}{code}{angle}" for series in "AB" for sex in "FM" for number in range(1, 36)
+            for code in EXPRESSIONS for angle in ANGLES}
+
+
 BUILDER = Builder(
-    name="kdef", build=build, options=KDEFOptions,
+    name="kdef", build=build, options=KDEFOptions, expected=4900, expected_names=expected_names,
     description="KDEF: 70 people x 7 expressions x 5 angles x 2 series (multi-view groups)",
     citation="Lundqvist, Flykt, Ohman. The Karolinska Directed Emotional Faces (KDEF). Karolinska Institutet, 1998.",
     layout="ROOT/**/AF01ANFL.JPG (series A/B, sex F/M, number, expression, angle FL/HL/S/HR/FR)",
