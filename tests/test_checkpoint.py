@@ -97,3 +97,30 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == mode
     assert stat.S_IMODE(ck.stat().st_mode) == mode
+
+
+def test_disk_full_while_saving_is_an_os_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as SafetensorError('... Os { code: 28 ...}'): it becomes OSError(28), which
+    the CLI prints as one line; the previous checkpoint stays and no temporary file is left."""
+    import errno
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from workbench.cli.main import os_error_line
+
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, _model(), None, {"step": 1})
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, _model(), None, {"step": 2})
+    assert info.value.errno == errno.ENOSPC
+    assert os_error_line(info.value).startswith("no space left on the device: ")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "last.safetensors", "last.safetensors.json"]

@@ -11,6 +11,7 @@ Loading never unpickles: safetensors holds tensors only. A legacy ``.pt/.pth`` f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,31 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     tensors["rng.torch"] = torch.get_rng_state()
     # deduplicate shared storage (safetensors refuses aliasing tensors)
     tensors = {k: (v.clone() if _shares_storage(v, tensors, k) else v) for k, v in tensors.items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "workbench-v1"}))
+
+    def write(p: Path) -> None:
+        try:
+            save_file(tensors, str(p), metadata={"format": "workbench-v1"})
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors reports I/O errors as SafetensorError
+            raise _as_os_error(exc, path) from None
+
+    atomic_write(path, write)
     write_json(path.with_suffix(path.suffix + ".json"), sidecar)
     return path
+
+
+def _as_os_error(exc: Exception, path: Path) -> Exception:
+    """safetensors' ``SafetensorError(... Os { code: 28 ...})`` as the OSError it is (disk full, ...)."""
+    import errno
+    import re
+
+    text = str(exc)
+    code = re.search(r"code:\s*(\d+)", text)
+    if type(exc).__name__ == "SafetensorError" and code:
+        number = int(code.group(1))
+        return OSError(number, os.strerror(number) if number in errno.errorcode else text[:120], str(path))
+    return exc
 
 
 def _shares_storage(v: torch.Tensor, all_tensors: dict[str, torch.Tensor], key: str) -> bool:
