@@ -81,3 +81,36 @@ def test_every_config_is_a_dataclass_with_help():
         for f in fields(cls):
             if f.init:
                 assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+PRETRAIN_FLAGS = ["--epochs", "--batch-size", "--image-size", "--lr", "--seed", "--device", "--max-steps",
+                  "--devices", "--num-nodes", "--backbone", "--method", "--preset", "--split"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(flag=st.sampled_from(PRETRAIN_FLAGS), text=st.one_of(
+    st.text(min_size=1, max_size=16).filter(lambda t: not t.startswith("-")),
+    st.sampled_from(["nan", "inf", "1e400", "99999999999999999999", "0", "1.5", "cuda:99", "meta", "mps"])))
+def test_pretrain_flags_build_a_config_or_say_why_in_one_line(flag, text):
+    """Arguments as a user (or a script) might mistype them: parsing + config building either succeeds or
+    ends in one ``error:`` line (exit 2), never another exception."""
+    import contextlib
+    import io
+
+    from workbench.cli.main import build_parser
+    from workbench.cli.pretrain import build_config
+    from workbench.train.trainer import select_device
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            args = build_parser().parse_args(["pretrain", "--out", "x", flag, text])
+    except SystemExit as exc:
+        err = stderr.getvalue().strip().splitlines()
+        assert exc.code == 2 and len(err) == 1 and err[0].startswith("error:")
+        return
+    try:
+        config = build_config(args)
+        select_device(config.train.device)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
