@@ -38,14 +38,23 @@ def test_story_states_wins_only_when_intervals_separate():
 
 
 def test_demo_end_to_end_writes_intervals_for_every_figure(tmp_path, capsys):
-    table = run_demo(tmp_path, DemoConfig(**TINY), progress=True)
+    tiny = {**TINY, "methods": ("simclr", "sslfer", "sslfer[face_swap=false;mask_fn=false]")}
+    table = run_demo(tmp_path, DemoConfig(**tiny), progress=True)
     printed = capsys.readouterr().out
     assert "95% CI" in printed and "random init" in printed and "landmark geometry" in printed
     models = table["model"].tolist()
     assert models[:3] == ["raw pixels", "random init", "landmark geometry"]
     assert {"simclr", "sslfer", "supervised (same backbone)"} <= set(models)
+    # an ablation variant: the cpu preset with the named options changed, in its own run folder
+    variant = table.set_index("model").loc["sslfer[face_swap=false;mask_fn=false]"]
+    assert variant["role"] == "face-specific variant" and variant["expr_linear"] is not None
+    saved = json.loads((tmp_path / "runs" / "sslfer_face_swap=false,mask_fn=false" / "config.json").read_text())
+    method_config = saved["config"]["method_config"]
+    assert method_config["face_swap"] in (False, "false") and method_config["mask_fn"] in (False, "false")
+    assert json.loads((tmp_path / "runs" / "sslfer" / "config.json").read_text())["config"]["method_config"].get(
+        "face_swap", True) in (True, "true")
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["story"] and "test people" in data["protocol"]["expression"]
+    assert data["story"] and "cross-validation over all 8 people" in data["protocol"]["expression"]  # 2 test people < 12
     for row in data["results"]:
         assert row["test_people"] >= 2
         for key in FIGURES:
@@ -57,7 +66,7 @@ def test_demo_end_to_end_writes_intervals_for_every_figure(tmp_path, capsys):
     assert (tmp_path / "data" / "pixel_stats.json").is_file()
     assert "| model | role | expression linear" in (tmp_path / "results.md").read_text()
     # a rerun reuses the runs and gives the same table
-    again = run_demo(tmp_path, DemoConfig(**TINY), progress=False)
+    again = run_demo(tmp_path, DemoConfig(**tiny), progress=False)
     pd.testing.assert_frame_equal(table.drop(columns="train_seconds"), again.drop(columns="train_seconds"))
 
 
@@ -84,8 +93,11 @@ def test_study_and_demo_bad_input_is_one_line(tmp_path, capsys):
     assert main(["study", "--out", str(tmp_path), "--synthetic", "false"]) == 2
     assert main(["study", "--out", str(tmp_path), "--manifests", str(tmp_path / "nope.csv")]) == 2
     assert main(["demo", "--out", str(tmp_path), "--methods", "nosuchmethod"]) == 2
+    assert main(["study", "--out", str(tmp_path), "--methods", "sslfer[nosuch=1]"]) == 2
+    assert main(["demo", "--out", str(tmp_path), "--methods", "sslfer[face_swap=maybe]"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+    assert "unknown option 'nosuch'" in err[3] and "face_swap" in err[4]
 
 
 @pytest.mark.parametrize("budget,device,epochs", [("auto", "cpu", 20), ("gpu", "cpu", 60), ("cpu", "cuda", 20)])

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.config import from_dict, param
-from workbench.demo import PAIRS, DemoConfig, _compare, compare_methods
+from workbench.demo import PAIRS, DemoConfig, _compare, compare_methods, parse_method_spec
 from workbench.errors import ConfigError, MissingMetadataError
 from workbench.io import write_json, write_text_atomic
 
@@ -74,8 +74,10 @@ def _runnable(methods: tuple[str, ...], manifest: Path) -> tuple[tuple[str, ...]
     frame = Manifest.load(manifest).frame
     keep, skipped = [], {}
     for name in methods:
-        cls = get_method(name)
-        options = from_dict(cls.Config, {**cls.presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(name, {})})
+        method, changed = parse_method_spec(name)
+        cls = get_method(method)
+        options = from_dict(cls.Config, {**cls.presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(method, {}),
+                                         **changed})
         by_config = getattr(cls, "required_columns", None)  # reads only ``self.cfg``
         needed = by_config(SimpleNamespace(cfg=options)) if by_config else getattr(cls, "requires", ())
         missing = [c for c in needed if c not in frame.columns or frame[c].isna().all()]
@@ -90,13 +92,12 @@ def run_study(out_dir: str | Path, cfg: StudyConfig | None = None, *, progress: 
               command: str | None = None) -> pd.DataFrame:
     """Run the study and return the stacked per-seed table (also written to ``out_dir``)."""
     from workbench.data.synth import SynthConfig, generate_dataset
-    from workbench.methods import get_method
 
     cfg = cfg or StudyConfig()
     if not cfg.seeds:
         raise ConfigError("study: give at least one seed")
     for name in cfg.methods:
-        get_method(name)
+        parse_method_spec(name)  # unknown methods or options: one line, before any work
     if not cfg.synthetic and not cfg.manifests:
         raise ConfigError("study: nothing to compare on (synthetic off and no --manifests)")
     for m in cfg.manifests:

@@ -22,6 +22,7 @@ one, with a bigger budget (``budget=auto``).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.config import param
+from workbench.errors import ConfigError
 from workbench.evaluate.intervals import Score
 from workbench.io import write_json, write_text_atomic
 
@@ -42,6 +44,34 @@ STILL_IMAGE_OPTIONS: dict[str, dict[str, Any]] = {"sslfer": {"time_aug": False, 
 #: the figures of every row (each with mean, low, high)
 FIGURES = ("expr_linear", "expr_knn", "identity_linear")
 
+_VARIANT = re.compile(r"^(?P<method>[A-Za-z0-9_]+)(\[(?P<options>[^\[\]]*)\])?$")
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``'sslfer[face_swap=false;mask_fn=false]'`` -> ``('sslfer', {'face_swap': 'false', ...})``; a plain
+    name has no options. Method and option names are checked (one-line ConfigError)."""
+    from workbench.config import from_dict
+    from workbench.methods import get_method
+
+    m = _VARIANT.match(spec.strip())
+    if not m:
+        raise ConfigError(f"method '{spec}' is neither a name nor 'name[option=value;...]'")
+    cls = get_method(m["method"])
+    options: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in (m["options"] or "").split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"method '{spec}': '{item}' is not option=value")
+        options[key.strip()] = value.strip()
+    from_dict(cls.Config, {**cls.presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(cls.name, {}), **options},
+              where=spec)
+    return cls.name, options
+
+
+def run_folder_name(spec: str) -> str:
+    """A file-system friendly folder name for a method spec (variants keep their options readable)."""
+    return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", spec.strip().replace(";", ",")).strip("_")
+
 
 @dataclass
 class DemoConfig:
@@ -52,7 +82,9 @@ class DemoConfig:
     methods: tuple[str, ...] = param(("simclr", "sslfer", "byol", "contrawarping"),
                                      "Methods to pretrain, at the same budget; a generic baseline and its "
                                      "face-specific counterpart (simclr/sslfer, byol/contrawarping) are "
-                                     "compared in the closing sentences.")
+                                     "compared in the closing sentences. A variant (for ablations) is "
+                                     "'method[option=value;option=value]', e.g. 'sslfer[face_swap=false]': "
+                                     "the cpu preset with those options changed.")
     backbone: str = param("resnet18", "timm backbone for every method and for the supervised ceiling.")
     epochs: int = param(20, "Pretraining epochs per method (and supervised ceiling epochs); budget=gpu "
                             "multiplies it by 3.", min=1)
@@ -76,12 +108,11 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
     from workbench.analysis.pixel_stats import manifest_pixel_stats
     from workbench.data.manifest import Manifest
     from workbench.data.synth import SynthConfig, generate_dataset, write_contact_sheet
-    from workbench.methods import get_method
     from workbench.train.trainer import select_device
 
     cfg = cfg or DemoConfig()
     for name in cfg.methods:
-        get_method(name)  # unknown names fail here, before any work
+        parse_method_spec(name)  # unknown methods and options fail here, before any work
     cfg = _resolved(cfg, select_device(cfg.device))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +201,7 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
     add("raw pixels", "floor", probe_all(np.asarray(data.images, dtype=np.float32).reshape(len(data), -1) / 255.0,
                                          meta))
     torch.manual_seed(cfg.seed)
-    arch = RunConfig.from_dict({"method": cfg.methods[0], "data": {"manifest": str(manifest),
+    arch = RunConfig.from_dict({"method": parse_method_spec(cfg.methods[0])[0], "data": {"manifest": str(manifest),
                                 "image_size": cfg.image_size}, "model": {"backbone": cfg.backbone}})
     feats, _ = embed_faces(build_method(arch), data, device=device)
     add("random init", "floor", probe_all(feats, meta))
@@ -180,19 +211,21 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
             geometry.accuracy, geometry.ci_low, geometry.ci_high, geometry.n_test_people, geometry.n_test,
             geometry.chance, geometry.split_rule)})
 
-    def run_config(name: str) -> RunConfig:
+    def run_config(spec: str) -> RunConfig:
+        name, options = parse_method_spec(spec)
         return RunConfig.from_dict({
             "method": name,
             "data": {"manifest": str(manifest), "image_size": cfg.image_size},
             "model": {"backbone": cfg.backbone},
             "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                       "device": cfg.device, "warmup_epochs": 1, "knn_every": 0},
-            "method_config": {**get_method(name).presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(name, {})},
+            "method_config": {**get_method(name).presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(name, {}),
+                              **options},
         })
 
     first_run: Path | None = None
     for i, name in enumerate(cfg.methods, 2):
-        run_dir = out / "runs" / name
+        run_dir = out / "runs" / run_folder_name(name)
         say(f"[{i}/{n_steps}] pretraining {name} → {run_dir}")
         t = time.perf_counter()
         if not (run_dir / "checkpoints" / "last.safetensors").exists():
@@ -200,7 +233,8 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
         seconds = time.perf_counter() - t
         first_run = first_run or run_dir
         emb = extract_embeddings(load_run(run_dir, device=device), manifest)
-        add(name, "face-specific" if name in PAIRS.values() else "generic", probe_all(emb.feats, emb.meta),
+        role = "face-specific" if parse_method_spec(name)[0] in PAIRS.values() else "generic"
+        add(name, role if "[" not in name else f"{role} variant", probe_all(emb.feats, emb.meta),
             seconds)
 
     say(f"[{n_steps}/{n_steps}] supervised ceiling: {cfg.backbone} from scratch on the labels, {cfg.epochs} epochs")
