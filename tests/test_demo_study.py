@@ -107,3 +107,11 @@ def test_gpu_budget_is_bigger(budget, device, epochs):
     from workbench.demo import _resolved
 
     assert _resolved(DemoConfig(budget=budget), torch.device(device)).epochs == epochs
+
+
+def test_data_set_names_are_short_and_unique():
+    from workbench.comparison import data_set_names
+
+    assert data_set_names(("/x/jaffe-aligned/manifest.csv", "/y/ck48-aligned/manifest.csv", "/z/ck48.csv",
+                           "/w/ck48-aligned/manifest.csv", "/v/synthetic.csv")) == [
+        "jaffe-aligned", "ck48-aligned", "ck48", "ck48-aligned-2", "synthetic-2"]

@@ -110,7 +110,7 @@ def run_study(out_dir: str | Path, cfg: StudyConfig | None = None, *, progress: 
     tables: list[pd.DataFrame] = []
     skipped: dict[str, dict[str, str]] = {}
     sets: list[tuple[str, Path | None]] = [("synthetic", None)] if cfg.synthetic else []
-    sets += [(Path(m).stem, Path(m)) for m in cfg.manifests]
+    sets += [(name, Path(m)) for name, m in zip(data_set_names(cfg.manifests), cfg.manifests, strict=True)]
     for data_name, manifest in sets:
         for seed in cfg.seeds:
             dcfg = _demo_config(cfg, seed)
@@ -144,6 +144,20 @@ def run_study(out_dir: str | Path, cfg: StudyConfig | None = None, *, progress: 
                                     "skipped": skipped, "rows": stacked.to_dict(orient="records")})
     say(text)
     return stacked
+
+
+def data_set_names(manifests: tuple[str, ...]) -> list[str]:
+    """A short unique name per manifest: its file stem, or its folder's name for ``.../manifest.csv``
+    (what `workbench faces` and `synth` write), numbered when two would clash."""
+    names: list[str] = []
+    for m in manifests:
+        p = Path(m)
+        base = p.parent.name if p.stem == "manifest" and p.parent.name else p.stem
+        name, k = base, 2
+        while name in names or name == "synthetic":
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
 
 
 def summary_table(stacked: pd.DataFrame) -> pd.DataFrame:
