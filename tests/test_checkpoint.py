@@ -1,5 +1,6 @@
 """Checkpoints: round trip, atomicity, and refusal of pickles that carry code."""
 
+import json
 import os
 import pickle
 
@@ -124,3 +125,23 @@ def test_disk_full_while_saving_is_an_os_error_and_leaves_nothing(tmp_path, monk
     assert os_error_line(info.value).startswith("no space left on the device: ")
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "last.safetensors", "last.safetensors.json"]
+
+
+def test_a_kill_between_the_weights_and_the_sidecar_keeps_a_consistent_pair(tmp_path, monkeypatch):
+    """The training state travels in the safetensors header: killed after the tensors but before the
+    JSON sidecar, the checkpoint still loads with its own step (the stale sidecar is not used)."""
+    import workbench.train.checkpoint as ck_module
+
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, _model(), None, {"step": 1, "epoch": 1})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ck_module, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, _model(), None, {"step": 2, "epoch": 2})
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "last.safetensors.json").read_text())["step"] == 1  # stale sidecar
+    state = load_checkpoint(path, _model())
+    assert (state["step"], state["epoch"]) == (2, 2)

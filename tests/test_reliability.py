@@ -161,26 +161,29 @@ def test_resume_with_a_damaged_sidecar_is_one_line(damage, tiny_run, tiny_synth,
     import json
     import shutil
 
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    side = run / "checkpoints" / "last.safetensors.json"
-    state = json.loads(side.read_text())
+    ck = run / "checkpoints" / "last.safetensors"
+    tensors = load_file(ck)
+    with safe_open(str(ck), framework="pt") as fh:
+        header = dict(fh.metadata())
+    state = json.loads(header["state"])  # the state the checkpoint carries in its own header
     if damage == "not JSON":
-        side.write_text("{")
+        header["state"] = "{"
     elif damage == "a list":
-        side.write_text("[]")
+        header["state"] = "[]"
     elif damage == "bad optimiser":
         state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1] * 7
-        side.write_text(json.dumps(state))
+        header["state"] = json.dumps(state)
     elif damage == "negative step":
         state["step"] = -4
-        side.write_text(json.dumps(state))
+        header["state"] = json.dumps(state)
     else:
-        from safetensors.torch import load_file, save_file
-
-        tensors = load_file(run / "checkpoints" / "last.safetensors")
         tensors["rng.torch"] = tensors["rng.torch"][:10].clone()
-        save_file(tensors, run / "checkpoints" / "last.safetensors")
+    save_file(tensors, ck, metadata=header)
     from workbench.config import replace
     from workbench.errors import CheckpointError
     from workbench.train import pretrain

@@ -137,6 +137,11 @@ class EvalConfig:
     C: float = param(1.0, "Linear probe inverse L2 strength; lower (0.1) for few labels.", min=1e-8)
     ridge_alpha: float = param(1.0, "Ridge L2 strength for valence/arousal.", min=0.0)
     max_iter: int = param(1000, "L-BFGS iterations of the linear probe.", min=1)
+    probe_backend: str = param("auto", "Linear probe solver: auto = torch L-BFGS when the features are on a "
+                               "CUDA device (scikit-learn's BLAS threads fight torch's on GPU hosts), else "
+                               "scikit-learn (CPU results unchanged); torch = torch on CUDA when available. "
+                               "Same objective either way.",
+                               choices=("auto", "sklearn", "torch"))
     min_test_people: int = param(12, "Expression/valence/arousal: when the split's test set has fewer people "
                                  "than this, score person-wise k-fold cross-validation over all labelled "
                                  "people instead (pooled out-of-fold predictions), so small sets such as "
@@ -312,7 +317,9 @@ def evaluate_embeddings(
 
     if cfg.protocol == "linear":
         pred = (ridge_probe(trX, ytr, teX, alpha=cfg.ridge_alpha) if regression
-                else linear_probe(trX, ytr, teX, C=cfg.C, max_iter=cfg.max_iter, seed=cfg.seed))
+                else linear_probe(trX, ytr, teX, C=cfg.C, max_iter=cfg.max_iter, seed=cfg.seed,
+                                  backend=cfg.probe_backend,
+                                  device=train_X.device if hasattr(train_X, "detach") else None))
     elif regression:
         pred = knn_regress(trX, ytr, teX, k=cfg.k, temperature=cfg.temperature, train_groups=tg,
                            query_groups=test_groups, exclude_same_group=exclude)

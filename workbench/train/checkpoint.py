@@ -11,6 +11,7 @@ Loading never unpickles: safetensors holds tensors only. A legacy ``.pt/.pth`` f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from workbench.errors import CheckpointError, WorkbenchError
-from workbench.io import atomic_write, read_json_object, write_json
+from workbench.io import atomic_write, json_safe, read_json_object, write_json
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
@@ -46,9 +47,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     # deduplicate shared storage (safetensors refuses aliasing tensors)
     tensors = {k: (v.clone() if _shares_storage(v, tensors, k) else v) for k, v in tensors.items()}
 
+    # the state also travels inside the safetensors header: the tensors and their state are one file, so
+    # a kill between this write and the sidecar's can never pair epoch-N weights with an older state
+    header = {"format": "workbench-v1", "state": json.dumps(json_safe(sidecar), allow_nan=False)}
+
     def write(p: Path) -> None:
         try:
-            save_file(tensors, str(p), metadata={"format": "workbench-v1"})
+            save_file(tensors, str(p), metadata=header)
         except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 - safetensors reports I/O errors as SafetensorError
@@ -80,6 +85,29 @@ def _shares_storage(v: torch.Tensor, all_tensors: dict[str, torch.Tensor], key: 
         if o.untyped_storage().data_ptr() == ptr and ptr != 0:
             return True
     return False
+
+
+def header_state(path: str | Path) -> dict[str, Any] | None:
+    """The training state stored in a workbench checkpoint's safetensors header (None when absent)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if "state" not in meta:
+        return None
+    try:
+        state = json.loads(meta["state"])
+    except (json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path}: its stored training state is not valid JSON") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its stored training state is not a mapping")
+    return state
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -124,10 +152,12 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: does not match the model ({first})") from None
     side_path = path.with_suffix(path.suffix + ".json")
-    try:
-        state: dict[str, Any] = read_json_object(side_path, "checkpoint sidecar") if side_path.is_file() else {}
-    except WorkbenchError as exc:
-        raise CheckpointError(str(exc)) from None
+    state = header_state(path)
+    if state is None:  # checkpoints written before the state moved into the header
+        try:
+            state = read_json_object(side_path, "checkpoint sidecar") if side_path.is_file() else {}
+        except WorkbenchError as exc:
+            raise CheckpointError(str(exc)) from None
     if optimizer is not None and "optimizer" in state:
         try:
             opt = state["optimizer"]
