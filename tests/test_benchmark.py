@@ -18,6 +18,7 @@ from workbench.benchmark import (
     summary,
     to_markdown,
 )
+from workbench.errors import ConfigError
 
 
 def test_resolve_fills_cpu_and_quick_defaults():
@@ -27,8 +28,12 @@ def test_resolve_fills_cpu_and_quick_defaults():
     assert full.backbones == "resnet10t,resnet18" and full.workers >= 1 and full.rounds > 1
     quick, _ = resolve(BenchConfig(device="cpu", quick=True))
     assert quick.images < full.images and quick.backbones == "resnet10t"
-    mine, _ = resolve(BenchConfig(device="cpu", images=10, batch_size=4, workers=3, backbones="x"))
-    assert (mine.images, mine.batch_size, mine.workers, mine.backbones) == (10, 4, 3, "x")
+    mine, _ = resolve(BenchConfig(device="cpu", images=10, batch_size=4, workers=3, backbones="resnet34"))
+    assert (mine.images, mine.batch_size, mine.workers, mine.backbones) == (10, 4, 3, "resnet34")
+    with pytest.raises(ConfigError, match="unknown timm backbone 'x'"):  # checked before any work
+        resolve(BenchConfig(device="cpu", backbones="x"))
+    with pytest.raises(ConfigError, match="unknown section 'nosuch'"):
+        resolve(BenchConfig(device="cpu", skip="umap,nosuch"))
 
 
 def test_reference_pipeline_gives_two_normalised_views(tiny_synth):
@@ -93,8 +98,11 @@ def test_tiny_benchmark_run_writes_json_and_markdown(tmp_path):
     assert {"global", "warp", "faceswap", "mask"} <= set(saved["views"][0]["images_per_s"])
     assert saved["embeddings"]["images"] == saved["cache_build"]["images"] > 0
     assert "umap" not in saved and saved["summary"]["test_resnet"]["target"].startswith("workbench >=")
+    probes = saved["probes"]  # the linear probe fit, scikit-learn vs torch, side by side in one run
+    assert probes["rows"] == 2000 and probes["sklearn_cpu"]["median_s"] > 0 and probes["torch_cpu"]["median_s"] > 0
+    assert abs(probes["sklearn_cpu"]["train_accuracy"] - probes["torch_cpu"]["train_accuracy"]) <= 0.01
     md = (out / "benchmark.md").read_text()
-    assert "| test_resnet |" in md and "Peak memory" in md
+    assert "| test_resnet |" in md and "Peak memory" in md and "linear probe fit (torch L-BFGS, CPU" in md
     assert res["total_seconds"] > 0
 
 

@@ -75,7 +75,7 @@ class BenchConfig:
     channels_last: str = param("auto", "Trainer channels_last for all three pipelines ('auto' = on for CNNs on "
                                        "CUDA).", choices=("auto", "on", "off"))
     umap_points: int = param(0, "Points of the UMAP timing (0 = min(images, 2000)).", min=0)
-    skip: str = param("", "Comma-separated sections to skip: pretrain, views, embeddings, umap.")
+    skip: str = param("", "Comma-separated sections to skip: pretrain, views, embeddings, umap, probes.")
     seed: int = param(0, "Seed of the synthetic set, weights and batch order.")
     keep: bool = param(False, "Keep the temporary folder with the images and the decoded cache.")
 
@@ -442,6 +442,33 @@ def umap_section(feats: np.ndarray, points: int, repeats: int) -> dict[str, Any]
                     "UMAP with a seed is single-threaded"}
 
 
+def probe_section(dev: torch.device, rows: int = 10_000, dim: int = 512, classes: int = 8,
+                  repeats: int = 1) -> dict[str, Any]:
+    """Seconds of one linear-probe fit on seeded ``(rows, dim)`` float32 features: scikit-learn vs torch
+    (CPU, and ``dev`` when it is CUDA): the ``probes`` section of :func:`run_benchmark`."""
+    from workbench.evaluate.probe import fit_linear_probe
+
+    rng = np.random.default_rng(0)
+    y = np.arange(rows) % classes
+    X = (rng.normal(size=(classes, dim))[y] * 0.08 + rng.normal(size=(rows, dim))).astype(np.float32)
+    runs = [("sklearn", torch.device("cpu")), ("torch", torch.device("cpu"))]
+    if dev.type == "cuda":
+        runs.append(("torch", dev))
+    out: dict[str, Any] = {"rows": rows, "dim": dim, "classes": classes, "threads": torch.get_num_threads()}
+    for backend, d in runs:
+        fit_linear_probe(X[:256], y[:256], backend=backend, device=d)  # warm-up (imports, CUDA context)
+        times, acc = [], 0.0
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            probe = fit_linear_probe(X, y, backend=backend, device=d)
+            _sync(d)
+            times.append(time.perf_counter() - t)
+            acc = float((probe.predict(X) == y).mean())
+        out[f"{backend}_{d.type}"] = {"seconds": times, "median_s": _median(times), "train_accuracy": acc,
+                                      "converged": probe.converged}
+    return out
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 def convert_to_jpeg(manifest: Path, out_dir: Path, quality: int = 90) -> Path:
@@ -497,7 +524,7 @@ def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
 
 
 #: sections ``--skip`` may name
-SECTIONS = ("pretrain", "views", "embeddings", "umap")
+SECTIONS = ("pretrain", "views", "embeddings", "umap", "probes")
 
 
 def check_settings(cfg: BenchConfig) -> None:
@@ -605,6 +632,12 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> di
             log(f"[benchmark] UMAP on {min(cfg.umap_points, len(feats))} x {feats.shape[1]}")
             result["umap"] = umap_section(feats, cfg.umap_points, repeats=1 if cfg.quick else 2)
             mem("umap")
+
+        if "probes" not in skip:
+            rows = 2000 if cfg.quick or cfg.images < 1000 else 10_000
+            log(f"[benchmark] linear probe fit on {rows} x 512 features: scikit-learn vs torch")
+            result["probes"] = probe_section(dev, rows=rows, repeats=1 if cfg.quick else 3)
+            mem("probes")
     finally:
         if not cfg.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -732,6 +765,13 @@ def to_markdown(result: dict[str, Any]) -> str:
                      f"{u['first_call_s']:.1f} s | – |")
         lines.append(f"| UMAP warm (fit only) | {u['points']} x {u['dim']} | {u['warm_median_s']:.1f} s | "
                      f"{u['points'] / u['warm_median_s']:.0f} points/s |")
+    if "probes" in result:
+        p = result["probes"]
+        for key, label in (("sklearn_cpu", "scikit-learn L-BFGS, CPU"), ("torch_cpu", "torch L-BFGS, CPU"),
+                           ("torch_cuda", "torch L-BFGS, CUDA")):
+            if key in p:
+                lines.append(f"| linear probe fit ({label}, {p['threads']} threads) | {p['rows']} x {p['dim']}, "
+                             f"{p['classes']} classes | {p[key]['median_s']:.2f} s | – |")
     lines += ["", "## Peak memory", "", "Peak RSS of the benchmark process (monotone: the section that raised it "
               "is the first with the higher value):", "", "| after section | peak RSS (MiB) |", "|---|---:|"]
     for k, v in result["memory"].items():

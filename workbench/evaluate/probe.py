@@ -189,7 +189,8 @@ def fit_linear_probe(X: Any, y: Any, *, C: float = 1.0, max_iter: int = 1000, se
         max_iter: L-BFGS iterations (default 1000); a warning-free fit is recorded in ``converged``.
         seed: random_state (L-BFGS itself is deterministic; the seed keeps it so if the solver changes).
         backend: sklearn, torch, or auto (default: torch on a CUDA ``device``, else sklearn).
-        device: where the torch backend runs (default: CUDA when available, else the CPU).
+        device: where the torch backend runs; a CUDA device makes ``auto`` pick torch. Without one, auto
+            is sklearn and torch runs on CUDA when available, else the CPU.
     """
     backend, dev = resolve_backend(backend, device)
     Xa = _features(X, "train features")
