@@ -334,6 +334,10 @@ class FabricTrainer(Trainer):
         if self.rank == 0:
             super()._save(numbered=numbered)
 
+    def _truncate_metrics(self, step: int) -> None:
+        if self.rank == 0:
+            super()._truncate_metrics(step)
+
     def _epoch_eval(self) -> dict[str, float]:
         return super()._epoch_eval() if self.rank == 0 else {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -74,16 +75,26 @@ def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, ca
     match). ``trainer_hook(trainer)`` is called before training starts (the notebook keeps the
     trainer to call ``trainer.stop()``).
     """
+    from contextlib import nullcontext
+
+    from workbench.train.lock import RunLock, is_rank_zero_process
+
+    # one writer per run folder; the extra processes of a multi-process run work under rank 0's lock
+    with RunLock(out_dir) if is_rank_zero_process() else nullcontext():
+        return _pretrain(config, Path(out_dir), resume=resume, callbacks=callbacks, progress=progress,
+                         trainer_hook=trainer_hook)
+
+
+def _pretrain(config: RunConfig, out: Path, *, resume: bool, callbacks, progress: bool, trainer_hook):
     from workbench.train.trainer import Trainer
 
     # -- several processes (devices x num_nodes > 1): DDP through Lightning Fabric --
     if config.train.devices * config.train.num_nodes > 1:
         from workbench.train.distributed import pretrain_distributed
 
-        return pretrain_distributed(config, out_dir, resume=resume, callbacks=callbacks, progress=progress,
+        return pretrain_distributed(config, out, resume=resume, callbacks=callbacks, progress=progress,
                                     trainer_hook=trainer_hook)
     # --
-    out = Path(out_dir)
     check_run_folder(config, out, resume=resume)
     config.build_method_config()  # validate early
     if config.train.threads:
@@ -140,6 +151,12 @@ def check_run_folder(config: RunConfig, out: Path, *, resume: bool) -> None:
                               f"({', '.join(diff) or 'method'}); only {', '.join(RESUME_MAY_CHANGE)} may change")
     elif (out / "checkpoints" / "last.safetensors").exists():
         raise ConfigError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    elif (out / "metrics.jsonl").exists():  # a run that stopped before its first checkpoint: start clean
+        import warnings
+
+        os.replace(out / "metrics.jsonl", out / "metrics.previous.jsonl")
+        warnings.warn(f"{out} held a run that never saved a checkpoint: starting clean (its log is kept as "
+                      "metrics.previous.jsonl)", stacklevel=3)
 
 
 def write_run_config(config: RunConfig, method, out: Path) -> None:

@@ -181,10 +181,24 @@ class Trainer:
                 raise ValueError("negative counters")
             if "_rng_torch" in state:
                 torch.set_rng_state(state["_rng_torch"])
+            self._truncate_metrics(self.step)
         except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise CheckpointError(f"{checkpoint}: its saved training state cannot be resumed "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"[:300]
                                   ) from None
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Resuming at ``step``: drop the log records of steps after it (written after the checkpoint by
+        the run that crashed or was killed), so curves never show a step twice."""
+        from workbench.io import read_jsonl, write_text_atomic
+
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        records, _ = read_jsonl(path)
+        keep = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+        if len(keep) != len(records) or _ != 0:
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
