@@ -253,3 +253,35 @@ def test_nan_features_are_not_scored():
     X[0, 0] = np.nan
     with pytest.raises(WorkbenchError, match="NaN or inf"):
         evaluate_embeddings(X, [0, 1] * 4, X, [0, 1] * 4)
+
+
+def test_the_face_cache_lives_next_to_the_manifest_and_says_where(tiny_synth, tmp_path, monkeypatch, capsys):
+    """Without $WORKBENCH_CACHE the decoded pixels stay with the data set (never a shared home folder), in
+    a folder named after it, announced once."""
+    from workbench.data.cache import CACHE_DIR_NAME, load_face_data
+
+    monkeypatch.delenv("WORKBENCH_CACHE", raising=False)
+    manifest = _copy_synth(tiny_synth, tmp_path / "my-set")
+    data = load_face_data(manifest, 32)
+    assert data.cache_dir.parent == manifest.parent / CACHE_DIR_NAME
+    assert data.cache_dir.name.startswith("my-set-manifest-32px-")
+    assert str(data.cache_dir) in capsys.readouterr().out
+    load_face_data(manifest, 32)
+    assert str(data.cache_dir) not in capsys.readouterr().out  # reused silently
+
+
+def test_concurrent_cache_builders_keep_one_complete_cache(tiny_synth, tmp_path):
+    """The second builder of the same cache finds the first one's complete folder and keeps it (no rmtree
+    under a reader); a leftover without meta.json from a killed build is replaced."""
+    from workbench.data.cache import _build_cache, load_face_data
+    from workbench.data.manifest import Manifest
+
+    manifest = _copy_synth(tiny_synth, tmp_path / "d")
+    data = load_face_data(manifest, 32, cache_dir=tmp_path / "c")
+    first = (data.cache_dir / "images.u8").stat().st_ino
+    _build_cache(Manifest.load(manifest), 32, data.cache_dir, progress=False, workers=1)  # the slower builder
+    assert (data.cache_dir / "images.u8").stat().st_ino == first
+    assert not [p for p in data.cache_dir.parent.iterdir() if ".tmp" in p.name]
+    (data.cache_dir / "meta.json").unlink()  # a killed build's leftover
+    again = load_face_data(manifest, 32, cache_dir=tmp_path / "c")
+    assert len(again) == len(data) and (again.cache_dir / "meta.json").is_file()

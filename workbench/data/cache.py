@@ -9,10 +9,15 @@ count and a list, see :mod:`workbench.data.images` for the policy), resizes it t
 - ``rows.npy``: the manifest row of each cached image, ``skipped.csv``: files that were not usable,
 - ``meta.json``: manifest fingerprint, size, counts.
 
-The cache lives in ``$WORKBENCH_CACHE`` (default ``~/.cache/workbench/faces``) under a key made of
-the manifest path, its fingerprint (content + file sizes/mtimes) and the size, so it is reused across
-runs and rebuilt automatically when the manifest, any image, or the size changes. Training never
-touches image files afterwards, so a bad file cannot crash an epoch.
+Where: ``cache_dir`` when given (``DataConfig.cache_dir``), else ``$WORKBENCH_CACHE``, else a
+``.workbench-cache/`` folder next to the manifest (so a licensed dataset's pixels stay with the dataset,
+never in a shared home folder), else, when that folder is not writable, ``~/.cache/workbench/faces``.
+The folder is named after the manifest's folder and file (``jaffe-aligned-manifest-48px-<key>``); the
+key is made of the manifest path, its fingerprint (content + file sizes/mtimes) and the size, so it is
+reused across runs and rebuilt automatically when the manifest, any image, or the size changes. The
+path is printed on the first build. Two processes building the same cache are safe: each decodes into
+its own temporary folder and the first to finish wins. Training never touches image files afterwards,
+so a bad file cannot crash an epoch.
 """
 
 from __future__ import annotations
@@ -36,8 +41,35 @@ from workbench.io import read_json, write_json
 CODED_COLUMNS = ("identity", "expression", "clip", "group", "view", "split")
 
 
+#: the cache folder created next to a manifest (ignored by git)
+CACHE_DIR_NAME = ".workbench-cache"
+
+
 def cache_root() -> Path:
+    """``$WORKBENCH_CACHE`` or ``~/.cache/workbench/faces`` (generated synthetic sets live beside it)."""
     return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench" / "faces"))
+
+
+def default_cache_dir(manifest: Manifest) -> Path:
+    """``$WORKBENCH_CACHE`` when set, else ``.workbench-cache/`` next to the manifest when that folder is
+    writable, else ``~/.cache/workbench/faces``."""
+    if os.environ.get("WORKBENCH_CACHE"):
+        return Path(os.environ["WORKBENCH_CACHE"])
+    parent = manifest.path.parent
+    beside = parent / CACHE_DIR_NAME
+    if beside.is_dir() and os.access(beside, os.W_OK) or os.access(parent, os.W_OK):
+        return beside
+    return cache_root()
+
+
+def cache_folder_name(manifest: Manifest, size: int) -> str:
+    """``<manifest folder>-<manifest stem>-<size>px-<key>``: says which data set it holds."""
+    import re
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "root"
+
+    return f"{slug(manifest.path.parent.name)}-{slug(manifest.path.stem)}-{size}px-{cache_key(manifest, size)}"
 
 
 @dataclass
@@ -148,7 +180,7 @@ def load_face_data(manifest: Manifest | str | Path, size: int = 64, *, cache_dir
     Args:
         manifest: a Manifest or a path to one.
         size: training resolution (square). 48-64 px for CPU runs, 112 for the papers' setting.
-        cache_dir: where caches live (default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench/faces``).
+        cache_dir: where caches live (default: see the module docstring, :func:`default_cache_dir`).
         progress: show a tqdm bar while decoding.
         workers: decoding threads (default: number of CPUs, max 8).
     """
@@ -161,9 +193,11 @@ def load_face_data(manifest: Manifest | str | Path, size: int = 64, *, cache_dir
     if len(manifest) == 0:
         raise ManifestError(f"{manifest.path}: the manifest has no rows")
     size = int(size)
-    folder = Path(cache_dir or cache_root()) / f"{manifest.path.stem}-{size}px-{cache_key(manifest, size)}"
+    folder = Path(cache_dir or default_cache_dir(manifest)) / cache_folder_name(manifest, size)
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
+        if progress:
+            print(f"decoding {len(manifest)} images of {manifest.path} at {size} px once, into {folder}")
         _build_cache(manifest, size, folder, progress=progress, workers=workers)
     meta = read_json(meta_path)
     n = int(meta["n"])
@@ -242,6 +276,11 @@ def _build_cache(manifest: Manifest, size: int, folder: Path, *, progress: bool,
     write_json(tmp / "meta.json", {"n": int(good.size), "size": size, "has_landmarks": has_lm,
                                    "manifest": str(manifest.path), "fingerprint": manifest.fingerprint(),
                                    "skipped": skipped[:1000], "n_skipped": len(skipped)})
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)  # atomic; fails when another process finished the same cache first
+    except OSError:
+        if (folder / "meta.json").is_file():  # theirs is complete (same key = same content): keep it
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # a leftover without meta.json (killed build): replace it
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)

@@ -15,7 +15,8 @@ class DataConfig:
                             min=16, max=1024)
     split: str = param("train", "Split to pretrain on ('all' = every row). Keep val/test for evaluation.",
                        choices=("train", "val", "test", "all"))
-    cache_dir: str = param("", "Where decoded face arrays are cached ('' = $WORKBENCH_CACHE or ~/.cache/workbench).")
+    cache_dir: str = param("", "Where decoded face arrays are cached ('' = $WORKBENCH_CACHE, else "
+                               "a .workbench-cache folder next to the manifest, else ~/.cache/workbench).")
 
 
 @dataclass
