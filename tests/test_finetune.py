@@ -66,7 +66,12 @@ def test_from_scratch_uses_the_same_architecture_with_random_weights(run_and_dat
     res = finetune(run, man, epochs=1, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16)
     assert res.from_scratch and res.checkpoint == "scratch" and res.label_fraction == 0.5
     assert len(res.per_view) == 5 and res.n_train < 120
-    assert (run.path / "analysis" / "finetune-scratch-manifest-lf0.5-s0.json").is_file()
+    saved = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*.json"))
+    assert len(saved) == 1 and "-lf0.5-e1-lr0.001-b16-" in saved[0] and saved[0].endswith("-s0.json")
+    # a longer fine-tune of the same run and data is a different result, not an overwrite
+    finetune(run, man, epochs=2, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16)
+    again = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*.json"))
+    assert len(again) == 2 and any("-e2-" in name for name in again)
 
 
 def test_finetune_errors(run_and_data, tmp_path):
@@ -92,4 +97,4 @@ def test_cli_finetune_json(run_and_data, capsys):
     assert rc == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["kind"] == "finetune" and set(d["per_view"]) == {"-60.0", "-30.0", "0.0", "30.0", "60.0"}
-    assert d["seed"] == 1 and d["path"].endswith("finetune-last-manifest-lf0.5-s1.json")
+    assert d["seed"] == 1 and "finetune-last-" in d["path"] and d["path"].endswith("-lf0.5-e1-lr0.001-b16-wd0.0001-aug-s1.json")

@@ -280,8 +280,13 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
                 "backbone": loaded.config.model.backbone, "image_size": int(size),
                 "augmentation": to_dict(view) if augment else None, "device": str(dev)})
     if save:
-        tag = (f"{result.checkpoint}-{Path(result.manifest).stem}-lf{label_fraction:g}-s{seed}"
-               .replace("/", "_").replace(" ", "_"))
+        # every setting that changes the result is in the name (a 10-epoch run never overwrites a 2-epoch one)
+        import hashlib
+
+        manifest_id = hashlib.sha1(str(Path(result.manifest).resolve()).encode()).hexdigest()[:6]
+        tag = (f"{result.checkpoint}-{Path(result.manifest).parent.name}-{Path(result.manifest).stem}-{manifest_id}"
+               f"-lf{label_fraction:g}-e{epochs}-lr{lr:g}-b{batch_size}-wd{weight_decay:g}"
+               f"-{'aug' if augment else 'noaug'}-s{seed}").replace("/", "_").replace(" ", "_")
         result.save(Path(loaded.path) / "analysis" / f"finetune-{tag}.json")
     return result
 
