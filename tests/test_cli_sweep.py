@@ -11,7 +11,7 @@ from workbench.cli.main import COMMANDS, main
 MISSING = [
     ["pretrain"], ["evaluate"], ["finetune"], ["separation"], ["umap", "{run}"], ["attention", "{run}",
     "--data", "{synth}"], ["figures"], ["faces"], ["manifest", "build", "jaffe"], ["manifest", "stats"],
-    ["manifest", "validate"], ["benchmark"], ["methods", "nosuch"], ["nosuch"],
+    ["manifest", "validate"], ["benchmark"], ["methods", "nosuch"], ["nosuch"], ["export", "{run}"],
 ]
 WRONG_TYPE = [
     ["synth", "--out", "{tmp}/s", "--identities", "many"],
@@ -61,6 +61,7 @@ UNWRITABLE = [  # {file} is a regular file, so nothing can be created below it
     ["study", "--out", "{file}/st"],
     ["benchmark", "--out", "{file}/b"],
     ["manifest", "build", "folder", "--root", "{tmp}", "--out", "{file}/m.csv"],
+    ["export", "{run}", "--out", "{file}/b.safetensors"],
 ]
 
 

@@ -27,6 +27,7 @@ COMMANDS = (
     "umap",
     "attention",
     "figures",
+    "export",
     "benchmark",
     "lab",
 )
