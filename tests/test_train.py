@@ -180,3 +180,23 @@ def test_method_needing_missing_column_names_it(tiny_synth, tmp_path, monkeypatc
     monkeypatch.setattr(SimCLR, "requires", ("clip", "frame"))
     with pytest.raises(MissingMetadataError, match="'clip'"):
         pretrain(_cfg(tiny_synth, epochs=1), tmp_path / "r", progress=False)
+
+
+def test_runs_write_tensorboard_scalars_that_match_the_metrics_log(tiny_synth, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "r"
+    pretrain(_cfg(tiny_synth, epochs=1, knn_every=1, log_every=1), run, progress=False)
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "lr"} <= tags and "knn/expression" in tags
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in logged if "loss" in r]
+    events = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in events] == [s for s, _ in losses]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(events, losses, strict=True))
+    off = tmp_path / "off"
+    pretrain(_cfg(tiny_synth, epochs=1, knn_every=0, tensorboard=False), off, progress=False)
+    assert not (off / "tensorboard").exists()

@@ -62,6 +62,9 @@ class TrainConfig:
                               "needs an expression column).", min=0)
     max_steps: int = param(0, "Stop after this many optimiser steps (0 = no limit; for smoke tests).", min=0)
     threads: int = param(0, "torch CPU threads (0 = leave PyTorch's default).", min=0)
+    tensorboard: bool = param(True, "Also write TensorBoard event files to RUN/tensorboard (every logged scalar: "
+                                    "loss terms, lr, collapse monitor, online kNN) when the tensorboard package "
+                                    "is installed; `tensorboard --logdir runs/` overlays every run.")
     # -- multi-process training (workbench.train.distributed, needs lightning-fabric) --
     devices: int = param(1, "Processes per node: GPUs with device cuda/auto, or CPU processes with device cpu. "
                             "> 1 trains with DDP through Lightning Fabric; batch_size stays the GLOBAL batch and "

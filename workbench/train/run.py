@@ -64,7 +64,7 @@ def prepare_data(config: RunConfig, *, progress: bool = True):
 #: training options that may differ when resuming (they do not change what is computed, except that
 #: a larger ``epochs`` extends the cosine schedule: exact only when resuming with the same value)
 RESUME_MAY_CHANGE = ("epochs", "max_steps", "device", "threads", "knn_every", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "devices", "strategy", "num_nodes")
+                     "checkpoint_every", "keep_checkpoints", "devices", "strategy", "num_nodes", "tensorboard")
 
 
 def pretrain(config: RunConfig, out_dir: str | Path, *, resume: bool = False, callbacks=None,

@@ -109,6 +109,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.progress = progress
         self._stop = threading.Event()
+        self._tb: Any = None  # TensorBoard writer: None = not opened yet, False = unavailable
         self.sampler = method.make_sampler(data, self.tc.batch_size, self.tc.seed)
         if len(self.sampler) == 0:
             raise ConfigError(f"batch size {self.tc.batch_size} is larger than what the data can fill "
@@ -202,6 +203,15 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train to ``epochs`` (or a stop); returns the :class:`TrainResult`."""
+        try:
+            return self._fit()
+        finally:
+            if self._tb:
+                self._tb.close()
+            self._tb = None
+
+    def _fit(self) -> TrainResult:
         from tqdm.auto import tqdm
 
         from workbench.methods.base import Batch
@@ -395,8 +405,30 @@ class Trainer:
         rec = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
         fh.write(json.dumps(rec) + "\n")
         fh.flush()
+        self._tensorboard_scalars(rec)
         for cb in self.callbacks:
             cb(rec)
+
+    def _tensorboard_scalars(self, rec: dict[str, Any]) -> None:
+        """Every finite number of a log record as a TensorBoard scalar at its step (writer opened lazily,
+        only when the tensorboard package is installed and ``train.tensorboard`` is on)."""
+        if not self.tc.tensorboard or self._tb is False:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the package is optional at run time
+                self._tb = False
+                return
+            # purge_step: events a crashed run wrote after the checkpoint we resumed from are dropped
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+        step = int(rec.get("step", self.step))
+        for key, value in rec.items():
+            if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                self._tb.add_scalar(key, value, step)
+        self._tb.flush()
 
     def _save(self, *, numbered: bool) -> None:
         self._raise_if_diverged()  # never write a checkpoint after a NaN step
