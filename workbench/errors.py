@@ -13,6 +13,10 @@ class WorkbenchError(Exception):
 
     exit_code: int = 2
 
+    def __str__(self) -> str:
+        # one line whatever the message quotes (a newline typed into --device, a file name with a tab...)
+        return " ".join(super().__str__().split())
+
 
 class ManifestError(WorkbenchError):
     """The manifest (or the files it points to) cannot be used as given."""
