@@ -67,3 +67,31 @@ def test_lab_token_file_must_be_private(tmp_path, capsys):
     assert main(["lab", "--notebooks", str(tmp_path), "--token-file", str(f), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "a-token-of-enough-length" not in out and "JUPYTER_TOKEN=<token>" in out
+
+
+def test_computing_commands_take_threads_and_restore_them(tmp_path, monkeypatch):
+    """--threads on every command that computes; the limit (torch + BLAS) lasts as long as the command."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from workbench.cli.main import COMPUTING, available_cores, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in COMPUTING:
+        assert any("--threads" in a.option_strings for a in sub.choices[name]._actions), name
+    seen = {}
+
+    def spy(args):
+        seen["torch"] = torch.get_num_threads()
+        seen["blas"] = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        return 0
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr("workbench.cli.synth.run", spy)  # register() binds the module's run at parse time
+    assert main(["synth", "--out", str(tmp_path), "--threads", "1"]) == 0
+    assert seen["torch"] == 1 and seen["blas"] <= {1}
+    assert torch.get_num_threads() == before and available_cores() >= 1
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "r", "--data", "m", "--threads", "0"])
+

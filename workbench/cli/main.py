@@ -56,7 +56,56 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not shipped in this build
             raise
         mod.register(sub)
+    for name, command in sub.choices.items():
+        if name in COMPUTING and not any("--threads" in a.option_strings for a in command._actions):
+            command.add_argument("--threads", type=_threads_arg, default=None,
+                                 help=f"CPU threads for torch and BLAS [default: the cores this process may use, "
+                                      f"{available_cores()} here]")
     return parser
+
+
+#: sub-commands that compute (they take --threads)
+COMPUTING = ("demo", "study", "synth", "manifest", "faces", "pretrain", "evaluate", "finetune", "separation",
+             "umap", "attention", "figures", "export", "benchmark")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's or a batch job's share)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid thread count '{text}'") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"--threads must be between 1 and 4096, got {value}")
+    return value
+
+
+def limit_threads(threads: int | None) -> int:
+    """Use ``threads`` (default: :func:`available_cores`) for torch's intra-op pool and every BLAS library
+    (threadpoolctl): never more threads than cores, so scikit-learn and torch do not oversubscribe them."""
+    import torch
+
+    n = int(threads or available_cores())
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _LIMITS.append(threadpool_limits(limits=n, user_api="blas"))  # torch's OpenMP pool is set above
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    return n
+
+
+_LIMITS: list = []  # keeps the threadpoolctl limit alive for the command's lifetime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if args.command in COMPUTING:
+        limit_threads(getattr(args, "threads", None))
     try:
         return int(args.func(args) or 0)
     except WorkbenchError as exc:
@@ -92,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
         return 2
+    finally:  # the limit lasts as long as the command (main() is also called in-process, by tests and notebooks)
+        while _LIMITS:
+            _LIMITS.pop().restore_original_limits()
+        torch.set_num_threads(previous_threads)
 
 
 def os_error_line(exc: OSError) -> str:
