@@ -128,6 +128,7 @@ def test_torch_probe_feeds_probe_logit():
     np.testing.assert_allclose(got.numpy(), dec[np.arange(3), [0, 1, 2]], atol=1e-8)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_torch_probe_agrees_with_sklearn_on_cuda():
     X, y, Xt, yt = _problem()

@@ -72,6 +72,7 @@ def test_generator_on_another_device_is_a_clear_error():
     _ops.check_generator(None, torch.device("cpu"))  # None = torch's default generator
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_all_views_run_on_cuda_and_match_cpu_where_deterministic():
     xc, lmc = faces(8, 64)
