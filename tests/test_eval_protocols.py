@@ -178,3 +178,15 @@ def test_separation_scores_expression_with_the_same_rule_as_evaluate():
     assert rep.expression_linear_acc == pytest.approx(ev.accuracy, abs=1e-9)
     assert rep.split_rule == ev.split_rule
     assert rep.intervals["expression_linear"]["n_people"] == 8
+
+
+def test_results_use_the_classes_of_the_data_set():
+    """A 7-class set (JAFFE, CK+, KDEF) gets 7x7 results, not an 8-class vocabulary with an empty row."""
+    from workbench.evaluate.run_eval import evaluate_embedding_set
+
+    X, meta = _few_test_people_set()
+    seven = meta[meta["expression"] != "contempt"].reset_index(drop=True)
+    res = evaluate_embedding_set(X[meta["expression"].to_numpy() != "contempt"], seven,
+                                 EvalConfig(protocol="linear", target="expression"))
+    assert res.class_names == [c for c in EXPRESSIONS if c != "contempt"]
+    assert np.asarray(res.confusion).shape == (7, 7) and "contempt" not in res.per_class

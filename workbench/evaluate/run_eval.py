@@ -54,7 +54,9 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
         rule = "identity probe: each person's images split half/half (seeded)"
     else:
         if target == "expression":
-            classes = list(EXPRESSIONS)
+            # the data set's own classes, in the canonical order (7 for JAFFE/CK+/KDEF: no empty contempt row)
+            present = set(meta["expression"].dropna().astype(str))
+            classes = [c for c in EXPRESSIONS if c in present]
             y = meta["expression"].map({c: i for i, c in enumerate(classes)}).fillna(-1).to_numpy().astype(int)
         else:
             classes = []
