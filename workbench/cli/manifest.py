@@ -31,14 +31,19 @@ def register(sub) -> None:
 
     b = msub.add_parser("build", help="build a manifest from a dataset in its original layout",
                         description="Build a manifest from a dataset folder in its original layout. "
-                                    "`workbench manifest build FORMAT --help` shows the format's options.")
+                                    "`workbench manifest build FORMAT --help` shows the format's options. When "
+                                    "--out is outside the dataset folder, a symbolic link to the (read-only) "
+                                    "dataset root is made next to the manifest so its paths stay relative; "
+                                    "nothing is copied. Put --out inside or above the dataset folder to avoid "
+                                    "the link.")
     fsub = b.add_subparsers(dest="format", metavar="FORMAT")
     for name, builder in BUILDERS.items():
         fp = fsub.add_parser(name, help=builder.description, description=f"{builder.description}. "
                              f"Expected layout: {builder.layout}. Cite: {builder.citation}")
         fp.add_argument("--root", required=True, help="the dataset folder")
         fp.add_argument("--out", required=True, help="the manifest CSV to write (paths become relative to "
-                                                      "its folder: put it in or above the images)")
+                                                      "its folder: put it in or above the images; elsewhere "
+                                                      "a link to --root is made beside it, nothing is copied)")
         fp.add_argument("--verify", action="store_true", help="decode every image and drop unreadable ones (slow)")
         fp.add_argument("--strict", action="store_true", help="exit non-zero when any file had a problem")
         fp.add_argument("--max-listed", type=int, default=5, metavar="N", help="example files per problem [default: 5]")
