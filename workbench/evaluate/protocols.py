@@ -176,11 +176,14 @@ class EvalResult:
     pcc: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
     predictions: np.ndarray | None = None
+    #: rows of the evaluated table (``meta``) that ``predictions`` belong to (set by evaluate_embedding_set)
+    test_rows: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (without the per-row predictions)."""
         d = asdict(self)
         d.pop("predictions")
+        d.pop("test_rows")
         return json_safe(d)
 
     def summary(self) -> str:

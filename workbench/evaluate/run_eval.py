@@ -75,8 +75,10 @@ def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None
                 f"train+val -> test, {n_people} test people")
         return score_subject_disjoint(X, y, ids, tr, te, cfg, classes=classes, rule=rule,
                                       labelled=np.flatnonzero(valid), evaluate_embeddings=evaluate_embeddings)
-    return evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
-                               train_groups=groups_tr, test_groups=groups_te, split_rule=rule)
+    res = evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
+                              train_groups=groups_tr, test_groups=groups_te, split_rule=rule)
+    res.test_rows = np.asarray(te)
+    return res
 
 
 def score_subject_disjoint(X, y, ids, tr, te, cfg, *, classes, rule: str, labelled=None, evaluate_embeddings=None):
@@ -92,10 +94,14 @@ def score_subject_disjoint(X, y, ids, tr, te, cfg, *, classes, rule: str, labell
         n_people = len(set(ids[te].tolist()))
         rows = np.sort(np.concatenate([tr, te])) if labelled is None else np.asarray(labelled)
         if n_people < cfg.min_test_people and len(set(ids[rows].tolist())) >= 3:
-            return _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, n_people)
-    return evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
-                               train_groups=None if ids is None else ids[tr],
-                               test_groups=None if ids is None else ids[te], split_rule=rule)
+            res = _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, n_people)
+            res.test_rows = rows
+            return res
+    res = evaluate_embeddings(X[tr], y[tr], X[te], y[te], cfg, class_names=classes,
+                              train_groups=None if ids is None else ids[tr],
+                              test_groups=None if ids is None else ids[te], split_rule=rule)
+    res.test_rows = te
+    return res
 
 
 def _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, split_people: int):
@@ -125,3 +131,34 @@ def _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, split_people:
         yte = y[rows]
     return result_from_predictions(cfg, names, yte, preds, n_train=round(n_train / k), test_groups=ids[rows],
                                    split_rule=rule)
+
+
+def accuracy_by(result, meta, column: str) -> dict[str, dict[str, float]]:
+    """Accuracy of a classification ``result`` per value of ``meta[column]`` over its test rows (e.g. per
+    camera view): ``{value: {"accuracy", "n", "people"}}``, values in natural order."""
+    from workbench.errors import MissingMetadataError
+
+    if column not in meta.columns:
+        raise MissingMetadataError(f"--by {column}: the manifest has no '{column}' column")
+    if result.test_rows is None or result.accuracy is None:
+        return {}
+    rows = np.asarray(result.test_rows)
+    names = list(result.class_names)
+    truth_col = meta[result.target].astype(str).to_numpy()[rows]
+    truth = np.array([names.index(t) if t in names else -1 for t in truth_col])
+    ok = np.asarray(result.predictions) == truth
+    groups = meta[column].astype(str).to_numpy()[rows]
+    people = meta["identity"].astype(str).to_numpy()[rows] if "identity" in meta.columns else None
+
+    def order(v: str):
+        try:
+            return (0, float(v), v)
+        except ValueError:
+            return (1, 0.0, v)
+
+    out = {}
+    for g in sorted(set(groups.tolist()), key=order):
+        m = groups == g
+        out[g] = {"accuracy": float(ok[m].mean()), "n": int(m.sum()),
+                  "people": int(len(set(people[m].tolist()))) if people is not None else None}
+    return out
