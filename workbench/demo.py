@@ -218,7 +218,8 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
             "data": {"manifest": str(manifest), "image_size": cfg.image_size},
             "model": {"backbone": cfg.backbone},
             "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-                      "device": cfg.device, "warmup_epochs": 1, "knn_every": 0},
+                      "device": cfg.device, "warmup_epochs": 1, "knn_every": 0,
+                      "keep_checkpoints": 1},  # the comparison needs the last one; 20 numbered ones cost GBs
             "method_config": {**get_method(name).presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(name, {}),
                               **options},
         })
