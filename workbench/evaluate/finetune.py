@@ -225,7 +225,11 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
     y_t = torch.from_numpy(y)
     losses: list[float] = []
     step = 0
-    for epoch in range(int(epochs)):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(int(epochs)), desc=f"fine-tuning ({'scratch' if from_scratch else loaded.checkpoint.stem})",
+               unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
         model.train()
         order = train[np.random.default_rng((seed, epoch)).permutation(train.size)]
         run_loss, n_seen = 0.0, 0
@@ -247,6 +251,8 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
             run_loss += float(loss.detach()) * rows.size
             n_seen += rows.size
         losses.append(run_loss / max(n_seen, 1))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
 
     model.eval()
     preds = []
