@@ -35,7 +35,7 @@ def test_finetune_scores_every_view_and_is_saved(run_and_data):
     import pandas as pd
 
     run, man = run_and_data
-    res = finetune(run, man, epochs=1, lr=1e-3, seed=0, device="cpu", batch_size=16)
+    res = finetune(run, man, epochs=1, lr=1e-3, seed=0, device="cpu", batch_size=16, min_test_people=0)
     frame = pd.read_csv(man)
     test_views = sorted({str(v) for v in frame.loc[frame["split"] == "test", "view"]}, key=float)
     assert list(res.per_view) == test_views and len(test_views) == 5
@@ -63,13 +63,15 @@ def test_from_scratch_uses_the_same_architecture_with_random_weights(run_and_dat
     assert scratch.backbone.state_dict().keys() == run_sd.keys()
     assert not all(torch.equal(v, run_sd[k]) for k, v in scratch.backbone.state_dict().items())
     assert all(p.requires_grad for p in pre.parameters())  # the whole encoder is fine-tuned
-    res = finetune(run, man, epochs=1, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16)
+    res = finetune(run, man, epochs=1, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
+                   min_test_people=0)
     assert res.from_scratch and res.checkpoint == "scratch" and res.label_fraction == 0.5
     assert len(res.per_view) == 5 and res.n_train < 120
     saved = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*.json"))
     assert len(saved) == 1 and "-lf0.5-e1-lr0.001-b16-" in saved[0] and saved[0].endswith("-s0.json")
     # a longer fine-tune of the same run and data is a different result, not an overwrite
-    finetune(run, man, epochs=2, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16)
+    finetune(run, man, epochs=2, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
+             min_test_people=0)
     again = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*.json"))
     assert len(again) == 2 and any("-e2-" in name for name in again)
 
@@ -98,3 +100,14 @@ def test_cli_finetune_json(run_and_data, capsys):
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["kind"] == "finetune" and set(d["per_view"]) == {"-60.0", "-30.0", "0.0", "30.0", "60.0"}
     assert d["seed"] == 1 and "finetune-last-" in d["path"] and d["path"].endswith("-lf0.5-e1-lr0.001-b16-wd0.0001-aug-s1.json")
+
+
+def test_few_test_people_are_scored_by_person_wise_cross_validation(run_and_data):
+    """4 people, 1 of them in the test split: every person is scored once by a model that never saw them."""
+    import pandas as pd
+
+    run, man = run_and_data
+    res = finetune(run, man, epochs=1, from_scratch=True, device="cpu", batch_size=16, save=False)
+    assert "4-fold cross-validation over all 4" in res.split_rule and "1 < 12" in res.split_rule
+    assert res.n_test == len(pd.read_csv(man)) and res.n_test_people == 4
+    assert res.ci_low <= res.accuracy <= res.ci_high and len(res.train_loss) == 1

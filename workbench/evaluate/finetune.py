@@ -33,7 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.errors import ConfigError, MissingMetadataError, WorkbenchError
-from workbench.evaluate.intervals import person_bootstrap
+from workbench.evaluate.intervals import person_bootstrap, person_folds
+
+#: below this many test people the split gives no usable interval: person-wise CV (as EvalConfig.min_test_people)
+MIN_TEST_PEOPLE = 12
+#: folds of that cross-validation
+CV_FOLDS = 5
 
 
 def finetune_view():
@@ -83,6 +88,7 @@ class FinetuneResult:
     train_loss: list[float] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    split_rule: str = ""
 
     kind: str = "finetune"
 
@@ -98,8 +104,9 @@ class FinetuneResult:
         tail = f"  | per view acc {views}" if views else ""
         ci = (f" [{self.ci_low:.3f}, {self.ci_high:.3f}] (95% CI, person bootstrap, {self.n_test_people} test "
               f"people)" if self.ci_low is not None else "")
+        rule = f"; {self.split_rule}" if self.split_rule else ""
         return (f"finetune ({init}, {self.label_fraction:.0%} labels, n={self.n_train}/{self.n_test}): "
-                f"acc {self.accuracy:.3f}{ci}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}){tail}")
+                f"acc {self.accuracy:.3f}{ci}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}{rule}){tail}")
 
     def save(self, path: str | Path) -> Path:
         from workbench.io import write_json
@@ -159,62 +166,15 @@ def build_classifier(run: Any, n_classes: int, *, from_scratch: bool = False, se
     return model
 
 
-def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, label_fraction: float = 1.0,
-             seed: int = 0, device: str | torch.device = "auto", from_scratch: bool = False, batch_size: int = 32,
-             weight_decay: float = 1e-4, augment: bool = True, checkpoint: str = "last", save: bool = True,
-             progress: bool = False) -> FinetuneResult:
-    """Fine-tune encoder + linear head on ``expression``; score overall and per ``view`` on the test split.
+def _train_and_predict(loaded: Any, data: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
+                       from_scratch: bool, seed: int, dev: torch.device, lr: float, weight_decay: float,
+                       batch_size: int, epochs: int, augment: bool, progress: bool) -> tuple[np.ndarray, list[float]]:
+    """Fine-tune a fresh classifier on rows ``train``; predicted class indices of rows ``test`` and the
+    per-epoch training loss."""
+    from tqdm.auto import tqdm
 
-    Args:
-        run: a :class:`~workbench.train.LoadedRun` or a run folder (loaded at ``checkpoint``).
-        manifest: Manifest or CSV path with ``expression`` (and ``identity`` or ``split`` for a
-            subject-disjoint split; ``view`` for per-view scores).
-        epochs: passes over the (label-fraction) training rows (default 10).
-        lr: AdamW peak learning rate, cosine to 0 (default 1e-3; 1e-4 for big pretrained backbones).
-        label_fraction: stratified fraction of the training labels (e.g. 0.1; at least 1 per class).
-        seed: split (when there is no split column), label subset, head init, batch order, augmentation.
-        device: 'auto' (CUDA > MPS > CPU), 'cpu', 'cuda'...
-        from_scratch: same architecture with random weights (the paper's comparison), not the run's.
-        batch_size: images per step (default 32).
-        weight_decay: AdamW weight decay (default 1e-4).
-        augment: light augmentation while training (default on).
-        save: write ``RUN_DIR/analysis/finetune-<tag>.json``.
-    """
-    from workbench.config import to_dict
-    from workbench.data.cache import load_face_data
-    from workbench.data.manifest import Manifest
-    from workbench.data.splits import assign_splits
     from workbench.data.vocabulary import EXPRESSIONS
-    from workbench.evaluate import metrics as M
-    from workbench.evaluate.protocols import label_fraction_subset
-    from workbench.train import load_run
-    from workbench.train.trainer import select_device
     from workbench.views.global_aug import global_augment
-
-    if int(epochs) < 1:
-        raise ConfigError(f"epochs must be >= 1, got {epochs}")
-    if not lr > 0:
-        raise ConfigError(f"lr must be > 0, got {lr}")
-    if int(batch_size) < 2:
-        raise ConfigError(f"batch_size must be >= 2 (BatchNorm), got {batch_size}")
-    if not isinstance(run, (str, Path)):
-        loaded = run
-    else:
-        loaded = load_run(run, checkpoint)
-    if not isinstance(manifest, Manifest):
-        manifest = Manifest.load(manifest)
-    dev = select_device(device) if isinstance(device, str) else torch.device(device)
-    size = loaded.image_size
-    data = load_face_data(manifest, size, progress=progress)
-    data.manifest.require("expression", purpose="fine-tuning on expression")
-    y = data.codes("expression")[0]
-    split = assign_splits(data.manifest.frame, seed=seed).to_numpy()
-    train = np.flatnonzero(np.isin(split, ["train", "val"]) & (y >= 0))
-    test = np.flatnonzero((split == "test") & (y >= 0))
-    if train.size == 0 or test.size == 0:
-        raise MissingMetadataError("fine-tuning needs labelled rows in both the training (train/val) and the "
-                                   "test split; give the manifest a split or identity column")
-    train = train[label_fraction_subset(y[train], label_fraction, seed=seed)]
 
     model = build_classifier(loaded, len(EXPRESSIONS), from_scratch=from_scratch, seed=seed).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -225,8 +185,6 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
     y_t = torch.from_numpy(y)
     losses: list[float] = []
     step = 0
-    from tqdm.auto import tqdm
-
     bar = tqdm(range(int(epochs)), desc=f"fine-tuning ({'scratch' if from_scratch else loaded.checkpoint.stem})",
                unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -260,7 +218,94 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
         for s in range(0, test.size, 256):
             x, _ = data.batch(test[s:s + 256], dev)
             preds.append(model(x).argmax(dim=1).cpu().numpy())
-    pred = np.concatenate(preds).astype(np.int64)
+    return np.concatenate(preds).astype(np.int64), losses
+
+
+def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, label_fraction: float = 1.0,
+             seed: int = 0, device: str | torch.device = "auto", from_scratch: bool = False, batch_size: int = 32,
+             weight_decay: float = 1e-4, augment: bool = True, checkpoint: str = "last", save: bool = True,
+             progress: bool = False, min_test_people: int = MIN_TEST_PEOPLE) -> FinetuneResult:
+    """Fine-tune encoder + linear head on ``expression``; score overall and per ``view`` on the test split.
+
+    Args:
+        run: a :class:`~workbench.train.LoadedRun` or a run folder (loaded at ``checkpoint``).
+        manifest: Manifest or CSV path with ``expression`` (and ``identity`` or ``split`` for a
+            subject-disjoint split; ``view`` for per-view scores).
+        epochs: passes over the (label-fraction) training rows (default 10).
+        lr: AdamW peak learning rate, cosine to 0 (default 1e-3; 1e-4 for big pretrained backbones).
+        label_fraction: stratified fraction of the training labels (e.g. 0.1; at least 1 per class).
+        seed: split (when there is no split column), label subset, head init, batch order, augmentation.
+        device: 'auto' (CUDA > MPS > CPU), 'cpu', 'cuda'...
+        from_scratch: same architecture with random weights (the paper's comparison), not the run's.
+        batch_size: images per step (default 32).
+        weight_decay: AdamW weight decay (default 1e-4).
+        augment: light augmentation while training (default on).
+        save: write ``RUN_DIR/analysis/finetune-<tag>.json``.
+        min_test_people: when the split's test set has fewer people, every labelled person is scored by
+            person-wise 5-fold cross-validation instead (5 fine-tunes; pooled predictions, one interval),
+            as the frozen-feature probes do; 0 = always the split.
+    """
+    from workbench.config import to_dict
+    from workbench.data.cache import load_face_data
+    from workbench.data.manifest import Manifest
+    from workbench.data.splits import assign_splits
+    from workbench.data.vocabulary import EXPRESSIONS
+    from workbench.evaluate import metrics as M
+    from workbench.evaluate.protocols import label_fraction_subset
+    from workbench.train import load_run
+    from workbench.train.trainer import select_device
+
+    if int(epochs) < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if not lr > 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    if int(batch_size) < 2:
+        raise ConfigError(f"batch_size must be >= 2 (BatchNorm), got {batch_size}")
+    if not isinstance(run, (str, Path)):
+        loaded = run
+    else:
+        loaded = load_run(run, checkpoint)
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.load(manifest)
+    dev = select_device(device) if isinstance(device, str) else torch.device(device)
+    size = loaded.image_size
+    data = load_face_data(manifest, size, progress=progress)
+    data.manifest.require("expression", purpose="fine-tuning on expression")
+    y = data.codes("expression")[0]
+    split = assign_splits(data.manifest.frame, seed=seed).to_numpy()
+    train = np.flatnonzero(np.isin(split, ["train", "val"]) & (y >= 0))
+    test = np.flatnonzero((split == "test") & (y >= 0))
+    if train.size == 0 or test.size == 0:
+        raise MissingMetadataError("fine-tuning needs labelled rows in both the training (train/val) and the "
+                                   "test split; give the manifest a split or identity column")
+    people_all = (data.manifest.frame["identity"].astype(str).to_numpy() if data.has("identity")
+                  else np.arange(len(y)).astype(str))
+    n_test_people = len(set(people_all[test].tolist()))
+    labelled = np.flatnonzero(y >= 0)
+    train_kw = dict(from_scratch=from_scratch, seed=seed, dev=dev, lr=lr, weight_decay=weight_decay,
+                    batch_size=batch_size, epochs=epochs, augment=augment, progress=progress)
+    if data.has("identity") and n_test_people < min_test_people and len(set(people_all[labelled].tolist())) >= 3:
+        # too few test people for an interval: person-wise k-fold CV over every labelled person instead
+        fold = person_folds(people_all[labelled], CV_FOLDS, seed=seed)
+        k = int(fold.max()) + 1
+        pred_all = np.empty(labelled.size, dtype=np.int64)
+        fold_losses, n_train_total = [], 0
+        for f in range(k):
+            tr = labelled[fold != f]
+            tr = tr[label_fraction_subset(y[tr], label_fraction, seed=seed)]
+            pred_all[fold == f], fl = _train_and_predict(loaded, data, y, tr, labelled[fold == f], **train_kw)
+            fold_losses.append(fl)
+            n_train_total += tr.size
+        test, pred = labelled, pred_all
+        losses = [float(np.mean(v)) for v in zip(*fold_losses, strict=True)]
+        n_train = round(n_train_total / k)
+        split_rule = (f"person-wise {k}-fold cross-validation over all {len(set(people_all[labelled].tolist()))} "
+                      f"labelled people (the split's test set had {n_test_people} < {min_test_people} people)")
+    else:
+        train = train[label_fraction_subset(y[train], label_fraction, seed=seed)]
+        pred, losses = _train_and_predict(loaded, data, y, train, test, **train_kw)
+        n_train = int(train.size)
+        split_rule = f"manifest split: train+val -> test, {n_test_people} test people"
     y_te = y[test]
     summary = M.classification_summary(y_te, pred, EXPRESSIONS)
     per_view: dict[str, dict[str, Any]] = {}
@@ -276,15 +321,15 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
     result = FinetuneResult(
         run=str(loaded.path), checkpoint="scratch" if from_scratch else loaded.checkpoint.stem,
         manifest=str(manifest.path), from_scratch=bool(from_scratch), label_fraction=float(label_fraction),
-        epochs=int(epochs), lr=float(lr), seed=int(seed), n_train=int(train.size), n_test=int(test.size),
+        epochs=int(epochs), lr=float(lr), seed=int(seed), n_train=int(n_train), n_test=int(test.size),
         accuracy=summary["accuracy"], macro_f1=summary["macro_f1"], chance=float(counts.max() / counts.sum()),
         ci_low=score.low, ci_high=score.high, n_test_people=score.n_people, per_view=per_view,
         per_class=summary["per_class"], confusion=summary["confusion"],
-        class_names=list(EXPRESSIONS), train_loss=losses,
+        class_names=list(EXPRESSIONS), train_loss=losses, split_rule=split_rule,
         config={"batch_size": int(batch_size), "weight_decay": float(weight_decay), "augment": bool(augment),
                 "optimizer": "adamw", "schedule": "cosine", "head": "linear",
                 "backbone": loaded.config.model.backbone, "image_size": int(size),
-                "augmentation": to_dict(view) if augment else None, "device": str(dev)})
+                "augmentation": to_dict(finetune_view()) if augment else None, "device": str(dev)})
     if save:
         # every setting that changes the result is in the name (a 10-epoch run never overwrites a 2-epoch one)
         import hashlib
