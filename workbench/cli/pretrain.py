@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "pretrain", help="pretrain an SSL method into a run folder",
         description="Pretrain an SSL method. Options come from --config YAML, then --preset, then flags "
-                    "(later wins). Without --data a synthetic face set suited to the method is generated.")
+                    "(later wins). Without --data a synthetic face set suited to the method is generated.",
+        epilog=_options_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="manifest CSV (default: a generated synthetic set)")
     p.add_argument("--method", default=None, help="method name (see `workbench methods`) [default: simclr]")
     p.add_argument("--backbone", default=None, help="timm model name [default: resnet18]")
@@ -47,6 +48,23 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _options_epilog() -> str:
+    """Every training option (``--train-opt KEY=VALUE`` / YAML ``train:``), generated from TrainConfig with
+    its help text; method options: ``workbench methods NAME``."""
+    import textwrap
+
+    from workbench.config import describe
+    from workbench.train.config import TrainConfig
+
+    lines = ["training options (--train-opt KEY=VALUE, or the YAML section train:):"]
+    for spec in describe(TrainConfig):
+        choices = f" {{{', '.join(map(str, spec.choices))}}}" if spec.choices else ""
+        text = f"{spec.name} [default: {spec.default}]{choices}: {spec.help}"
+        lines += textwrap.wrap(text, width=100, initial_indent="  ", subsequent_indent="      ")
+    lines += ["", "method options (--opt KEY=VALUE): `workbench methods NAME` lists them with their help."]
+    return "\n".join(lines)
 
 
 def parse_kv(items: list[str], what: str) -> dict[str, str]:
