@@ -3,12 +3,15 @@
 Reference: ``facebookresearch/barlowtwins`` ``main.py``: ``c = bn(z1).T @ bn(z2) / N`` with
 ``bn = BatchNorm1d(affine=False)`` in train mode (batch mean, *biased* batch variance, eps 1e-5),
 ``loss = Σ_i (1 − c_ii)² + λ Σ_{i≠j} c_ij²``. Tested against a loop reference in
-``tests/test_losses_barlow.py``.
+``tests/test_losses_barlow.py``. Under DDP the loss gathers both projections of every process
+(:func:`workbench.dist.gather_with_grad`), so the standardisation and ``C`` are the global batch's.
 """
 
 from __future__ import annotations
 
 import torch
+
+from workbench.dist import gather_with_grad
 
 
 def _full(x: torch.Tensor) -> torch.Tensor:
@@ -35,8 +38,13 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> 
 
 
 def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Σ_i (1 − C_ii)², Σ_{i≠j} C_ij²)``: the invariance and redundancy-reduction terms."""
-    c = cross_correlation(z1, z2, eps)
+    """``(Σ_i (1 − C_ii)², Σ_{i≠j} C_ij²)``: the invariance and redundancy-reduction terms.
+
+    Multi-process (DDP): ``z1`` and ``z2`` are this process's rows; ``C`` is computed over the gathered
+    global batch, so every process computes the same global loss (the gather's backward sums the W
+    processes' gradients for the local rows and DDP averages them: the single-process gradient).
+    """
+    c = cross_correlation(gather_with_grad(z1), gather_with_grad(z2), eps)
     diag = torch.diagonal(c)
     on = (1 - diag).pow(2).sum()
     off = c.pow(2).sum() - diag.pow(2).sum()

@@ -15,15 +15,19 @@ The descriptor used by the paper is a frozen ImageNet ResNet-18 on eye and mouth
 :func:`landmark_descriptor` is a weight-free stand-in from the 68-point landmark geometry of the
 same regions (see its docstring), normalised per image; :func:`person_residual` subtracts each
 person's mean descriptor in the batch, so that what is compared is the expression deformation.
+:func:`maskfn_batch_loss` is SSL-FER's whole loss with MaskFN over the (global, under DDP) batch.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.data.landmarks import LEFT_EYE, MOUTH, RIGHT_EYE, index_span
+from workbench.dist import gather, gather_with_grad, rank_and_world
 from workbench.losses._reduce import masked_mean
 
 
@@ -178,3 +182,64 @@ def person_residual(descriptors: Tensor, identity: Tensor, *, normalize: bool = 
         keep = valid & (r.norm(dim=1) > RESIDUAL_EPS)
         r = torch.where(keep[:, None], r, torch.zeros_like(r))
         return F.normalize(r, dim=1) if normalize else r
+
+
+class MaskFNLoss(NamedTuple):
+    """What :func:`maskfn_batch_loss` returns (all scalars; only ``loss`` carries gradients)."""
+
+    loss: Tensor       #: mean(L1) + λ·mean(L2)
+    l1: Tensor         #: mean(L1)
+    l2: Tensor         #: mean(L2) over the rows with a false negative (0 when none)
+    same_item: Tensor  #: fraction of rows whose false negative is a row of their own batch item
+
+
+def _gather_index(index: Tensor, block: int) -> Tensor:
+    """Local row indices (M,) of every process → global ones (rank blocks of ``block`` rows)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return index
+    rows = gather(index)
+    return rows + torch.arange(rows.shape[0], device=rows.device) // index.shape[0] * block
+
+
+def maskfn_batch_loss(z: Tensor, positive_index: Tensor, descriptors: Tensor, item: Tensor, *,
+                      identity: Tensor | None = None, temperature: float = 0.07, lam: float = 0.8,
+                      protect_same_item: bool = True) -> MaskFNLoss:
+    """SSL-FER's loss with MaskFN over the whole batch: select one false negative per row by descriptor
+    similarity, then ``mean(L1) + λ·mean(L2)`` (:func:`maskfn_terms`).
+
+    Rows without a descriptor (all zero: no landmarks; per person: no other image of the person)
+    neither get nor become a false negative; with ``protect_same_item`` a row of the same batch item
+    (the hard negatives NA/NP of A/P) is never promoted.
+
+    Args:
+        z: (M, D) embeddings of this process's rows.
+        positive_index: (M,) int64 local positive row of each row.
+        descriptors: (M, K) MaskFN descriptors (no gradient).
+        item: (M,) int64 batch item of each row (local ids).
+        identity: (M,) int64 person codes: compare each row's deviation from its person's mean
+            descriptor in the batch (:func:`person_residual`); None = the descriptors themselves.
+        temperature: τ (SSL-FER 0.07). lam: λ (SSL-FER 0.8).
+
+    Multi-process (DDP): rows, positives, items, descriptors and identities of every process are
+    gathered (indices shifted per rank block) and every process computes the same global-batch loss
+    (the gather's backward sums the W identical gradients, DDP averages them back), so negatives and
+    false-negative candidates span the global batch. No device read, no data-dependent shape.
+    """
+    m = z.shape[0]
+    z, pos = gather_with_grad(z), _gather_index(positive_index.to(z.device), m)
+    item = _gather_index(item.to(z.device), m)
+    desc = gather(descriptors.detach().float())
+    if identity is not None:  # each person's deviation from their mean descriptor in the (global) batch
+        desc = person_residual(desc, gather(identity.to(desc.device)))
+    has_desc = desc.abs().sum(dim=1) > 0
+    protect = ~has_desc[None, :]
+    if protect_same_item:
+        protect = protect | (item[:, None] == item[None, :])
+    with torch.autocast(device_type=desc.device.type, enabled=False):
+        fn = select_false_negatives(desc, pos, protect)
+    fn = torch.where(has_desc, fn, torch.full_like(fn, -1))
+    l1, l2, has_fn = maskfn_terms(z, pos, fn, temperature)
+    loss_l2 = masked_mean(l2, has_fn)  # over rows with a false negative; 0 (graph kept) when there is none
+    same = (item[fn.clamp_min(0)] == item) & has_fn
+    return MaskFNLoss(l1.mean() + lam * loss_l2, l1.mean().detach(), loss_l2.detach(), same.float().mean())

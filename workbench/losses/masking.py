@@ -19,6 +19,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from workbench.dist import gather_with_grad
+
 
 class Masking(NamedTuple):
     """Which patches an MAE encoder sees. All (B, ·) tensors on the scores' / generator's device."""
@@ -115,9 +117,13 @@ def grouping_loss(act: torch.Tensor, groups: int, *, weight: float = 1e-3,
     ``act`` (B, C, h, w): the grouping layer's output. Zero when channels within a group have
     identical (normalised) maps and channels of different groups are orthogonal. SimFLE then
     optimises ``mean(g²)`` with weight β = 0.03 (see :class:`~workbench.methods.simfle.SimFLE`).
+
+    Multi-process (DDP): ``Co`` is a batch mean, so the processes' correlations (equal shards) are
+    gathered and averaged into the global batch's; every process computes the same ``g`` (the
+    gather's backward and DDP's gradient average give the single-process gradient).
     """
-    return grouping_loss_from_correlation(grouping_correlation(act), groups, weight=weight,
-                                          ref_channels=ref_channels)
+    co = gather_with_grad(grouping_correlation(act)[None]).mean(0)
+    return grouping_loss_from_correlation(co, groups, weight=weight, ref_channels=ref_channels)
 
 
 def grouping_loss_from_correlation(co: torch.Tensor, groups: int, *, weight: float = 1e-3,

@@ -11,8 +11,8 @@ computes, and how it relates to a single-process run:
 - **Gradients and batch statistics.** The method is wrapped by Fabric (DDP, gradients averaged);
   every BatchNorm becomes a synchronised BatchNorm first (``torch.nn.SyncBatchNorm`` / timm's variant
   on CUDA, :class:`GlobalBatchNorm` on CPU, where torch's has no kernel), so batch statistics are those
-  of the global batch. Methods whose loss compares items across the batch gather embeddings with
-  :func:`workbench.methods.base.all_gather_with_grad` (SimCLR: all ``2B−2`` negatives; MoCo v3: the
+  of the global batch. Losses that compare items across the batch gather the embeddings themselves
+  (:mod:`workbench.losses` through :func:`workbench.dist.gather_with_grad`; SimCLR: all ``2B−2`` negatives; MoCo v3: the
   momentum encoder's keys, each local query's positive at offset ``rank·b``; Barlow Twins: both
   views' projections, so the standardisation and the cross-correlation are over the global batch);
   a per-item mean loss (BYOL) needs nothing else. Hence one step equals a single-process step on the
@@ -52,6 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from workbench.dist import all_reduce_, all_reduce_with_grad, gather, is_distributed, rank_and_world
 from workbench.errors import ConfigError
 from workbench.train.config import RunConfig
 from workbench.train.trainer import Trainer, TrainResult, _HostCopy
@@ -82,23 +83,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def global_rank() -> int:
     """Rank of this process in the default process group (0 when not distributed)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over processes; the gradient of a sum of per-process losses is summed back the same way."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x = x.clone()
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
+    return rank_and_world()[0]
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -116,18 +101,18 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and is_distributed()):
             return super().forward(input)
         c = input.shape[1]
         dims = [0, *range(2, input.dim())]
         shape = [1, c] + [1] * (input.dim() - 2)
         x = input.float()
         local_n = torch.tensor([x.numel() // c], dtype=x.dtype, device=x.device)
-        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), local_n]))
+        sums = all_reduce_with_grad(torch.cat([x.sum(dims), local_n]))
         count = sums[-1].detach()
         mean = sums[:-1] / count
         xc = x - mean.view(shape)
-        var = _AllReduceSum.apply((xc * xc).sum(dims)) / count
+        var = all_reduce_with_grad((xc * xc).sum(dims)) / count
         y = xc * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
@@ -262,9 +247,7 @@ class FabricTrainer(Trainer):
     # agreement between processes: one asynchronous all-reduce per step, read one step later
     def _sum(self, values: list[float]) -> torch.Tensor:
         """Blocking sum over processes (the metrics: logging steps and ``_settle``)."""
-        t = torch.tensor(values, dtype=self._flag_dtype, device=self.device)
-        dist.all_reduce(t)
-        return t
+        return all_reduce_(torch.tensor(values, dtype=self._flag_dtype, device=self.device))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Keep this step's loss: its finiteness is agreed at the next :meth:`_should_stop` (no wait here)."""
@@ -320,10 +303,7 @@ class FabricTrainer(Trainer):
         return {k: v / self.world for k, v in zip(keys, total)}
 
     def _gather_rows(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.detach().contiguous()
-        parts = [torch.empty_like(z) for _ in range(self.world)]
-        dist.all_gather(parts, z)
-        return torch.cat(parts)
+        return gather(z.detach())
 
     # rank 0 writes
     def _log(self, rec: dict[str, Any], fh) -> None:

@@ -27,11 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from workbench.config import param
 from workbench.data.landmarks import ALIGN_POINTS, BROWS, EYES, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
+from workbench.dist import gather, rank_and_world
 from workbench.errors import ConfigError
 from workbench.views import _ops
 
@@ -256,21 +256,15 @@ def pick_donors(identity_codes: Tensor, generator: torch.Generator | None,
 
 def gather_donor_pool(images: Tensor, landmarks: Tensor, identity_codes: Tensor) -> DonorPool:
     """The donor pool of the global batch: every process's ``images`` (B, 3, H, W), ``landmarks``
-    (B, 68, 2) and ``identity_codes`` (B,) concatenated in rank order (``torch.distributed.all_gather``,
+    (B, 68, 2) and ``identity_codes`` (B,) concatenated in rank order (:func:`workbench.dist.gather`,
     no gradient: donors are inputs), ``offset`` = rank x B. Collective: every process must call it,
     with the same shapes (equal shards). Without an initialised process group, or with one process,
     the local batch itself (no copy, offset 0)."""
     codes = identity_codes.reshape(-1)
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    rank, world = rank_and_world()
+    if world == 1:
         return DonorPool(images, landmarks, codes)
-    world = dist.get_world_size()
-    parts = []
-    for t in (images, landmarks, codes):
-        t = t.detach().contiguous()
-        out = [torch.empty_like(t) for _ in range(world)]
-        dist.all_gather(out, t)
-        parts.append(torch.cat(out))
-    return DonorPool(*parts, offset=dist.get_rank() * images.shape[0])
+    return DonorPool(gather(images), gather(landmarks), gather(codes), offset=rank * images.shape[0])
 
 
 @_ops.full_precision
