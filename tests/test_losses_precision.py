@@ -54,6 +54,8 @@ CASES = {
     "grouping_loss": [("", lambda: losses.grouping_loss(_r(4, 8, 3, 3, seed=22).abs(), 4))],
     "maskfn_loss": [("fn", lambda: losses.maskfn_loss(_r(12, 16, seed=23), _pos(12), _fn(12))),
                     ("no_fn", lambda: losses.maskfn_loss(_r(12, 16, seed=24), _pos(12), None))],
+    "maskfn_batch_loss": [("", lambda: losses.maskfn_batch_loss(
+        _r(12, 16, seed=29), _pos(12), torch.randn(12, 6, generator=_g(30)), torch.arange(12) % 6))],
     "maskfn_terms": [("fn", lambda: losses.maskfn_terms(_r(12, 16, seed=25), _pos(12), _fn(12)))],
     "warp_negative_loss": [
         (f"{kind}-{red}", lambda kind=kind, red=red: losses.warp_negative_loss(
@@ -62,7 +64,7 @@ CASES = {
 }
 
 #: exported names that are not losses (index/mask builders, descriptors, reductions, types)
-NOT_LOSSES = {"Masking", "group_patch_scores", "grouping_target", "landmark_descriptor", "masked_mean",
+NOT_LOSSES = {"MaskFNLoss", "Masking", "group_patch_scores", "grouping_target", "landmark_descriptor", "masked_mean",
               "pair_positive_index", "patchify", "random_masking", "select_false_negatives", "semantic_masking"}
 
 

@@ -185,8 +185,7 @@ def _grouping_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 def _grouping_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from workbench.losses.masking import grouping_correlation, grouping_loss_from_correlation
-    from workbench.methods.base import all_gather_with_grad
+    from workbench.losses.masking import grouping_loss
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -195,8 +194,7 @@ def _grouping_worker(rank: int, world: int, init: str, out: str) -> None:
         w.requires_grad_(True)
         n = len(x) // world
         act = x[rank * n:(rank + 1) * n] * w  # this process's shard through a shared "layer" w
-        co = all_gather_with_grad(grouping_correlation(act)[None]).mean(0)  # as SimFLE.semantic_mask does
-        loss = grouping_loss_from_correlation(co, 4)
+        loss = grouping_loss(act, 4)  # gathers the processes' co-activations, as in SimFLE.semantic_mask
         loss.backward()
         grad = w.grad.clone()
         dist.all_reduce(grad)  # DDP's gradient average

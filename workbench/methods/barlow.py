@@ -9,9 +9,9 @@ from torch import nn
 
 from workbench.config import param, to_dict
 from workbench.losses.barlow import barlow_twins_terms
-from workbench.methods.base import Batch, MethodConfig, SSLMethod, all_gather_with_grad
+from workbench.methods.base import Batch, MethodConfig, SSLMethod, two_views
 from workbench.models import mlp
-from workbench.views.global_aug import GlobalViewConfig, byol_views, global_augment
+from workbench.views.global_aug import GlobalViewConfig, byol_views
 
 
 @dataclass
@@ -41,9 +41,10 @@ class BarlowTwins(SSLMethod):
     augmentations = BYOL's asymmetric pair (blur 1.0 / 0.1, solarize 0 / 0.2). Choices made here:
     λ = 5e-3 (paper); smaller default widths (1024); the projector's last Linear has a bias (it is
     removed by the standardisation anyway); optional 1/D loss scaling (``scale_by_dim``).
-    Multi-process (DDP): ``z1`` and ``z2`` are gathered from all processes with gradient, so the
-    per-dimension standardisation and ``C`` are those of the global batch (every process computes the
-    same global loss; DDP's gradient average then equals the single-process gradient).
+    Multi-process (DDP): the loss (:func:`~workbench.losses.barlow.barlow_twins_terms`) gathers ``z1``
+    and ``z2`` from all processes with gradient, so the per-dimension standardisation and ``C`` are
+    those of the global batch (every process computes the same global loss; DDP's gradient average
+    then equals the single-process gradient).
     Practical: needs batch ≥ 64 for a stable correlation estimate; the official recipe is LARS with
     lr 0.2 (weights) / 0.0048 (biases) × batch/256, wd 1.5e-6; AdamW 1e-3 works for small runs.
     """
@@ -55,21 +56,17 @@ class BarlowTwins(SSLMethod):
     Config = BarlowTwinsConfig
     requires = ()
     presets = {"paper": {"view1": to_dict(byol_views(paper=True)[0]), "view2": to_dict(byol_views(paper=True)[1]), "proj_hidden_dim": 8192, "proj_dim": 8192, "lambd": 5e-3, "scale_by_dim": False},
-               "cpu": {"proj_hidden_dim": 512, "proj_dim": 512, "lambd": 5e-3, "scale_by_dim": False}}
+               "cpu": {"proj_hidden_dim": 512, "proj_dim": 512, "lambd": 5e-3, "scale_by_dim": False},
+               "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "lambd": 5e-3, "scale_by_dim": False}}
+    batch_level_terms = True
 
     def build_projector(self) -> nn.Module:
         return mlp(self.backbone.dim, self.cfg.proj_hidden_dim, self.cfg.proj_dim, layers=3)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x = batch.images[:, 0]
-        v1 = global_augment(x, self.cfg.view1, batch.generator).images
-        v2 = global_augment(x, self.cfg.view2, batch.generator).images
+        v1, v2 = two_views(batch.images[:, 0], self.cfg.view1, self.cfg.view2, batch.generator)
         z1, z2 = self(v1)["z"], self(v2)["z"]
-        # DDP: standardisation and C over the global batch (identities in one process). Every process
-        # computes the same global loss L; the gather's backward sums the W processes' gradients for
-        # the local rows (W·∂L/∂z_local) and DDP averages over W: exactly ∂L/∂θ.
-        g1, g2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
-        on, off = barlow_twins_terms(g1, g2)  # = barlow_twins_loss, with both terms kept for logging
+        on, off = barlow_twins_terms(z1, z2)  # = barlow_twins_loss, with both terms kept for logging
         loss = on + self.cfg.lambd * off
         if self.cfg.scale_by_dim:
             loss = loss / z1.shape[1]

@@ -6,7 +6,8 @@ A method is a small ``nn.Module`` over a :class:`~workbench.models.Backbone` tha
 - returns the fixed output contract from ``forward(images01)``: ``{"feats": (B, D), "z": (B, P)}``,
 - chooses how batches are drawn (``make_sampler``: random images, clip pairs, multi-view groups),
 - computes its loss in ``training_step(batch)`` from raw (un-augmented) images, making its own views,
-- optionally updates target networks in ``after_optimizer_step`` (EMA).
+- optionally updates target networks in ``after_optimizer_step`` (EMA; :class:`MomentumMethod`),
+- declares a ``tiny`` preset (and ``tiny_model``) that ``tests/test_method_contract.py`` runs.
 
 The trainer owns everything else (optimiser, schedule, AMP, checkpoints, logging), so a method
 file stays ~100-300 lines.
@@ -15,11 +16,9 @@ Multi-process (DDP) training (:mod:`workbench.train.distributed`): every process
 ``training_step`` on its own disjoint shard of the global batch, BatchNorm layers are synchronised
 (global batch statistics) and gradients are averaged. A loss that is a mean over items therefore
 needs nothing else. A loss that compares items *across* the batch (negatives, batch statistics of
-embeddings) must see the global batch: call :func:`all_gather_with_grad` on the embeddings
-(``(n, D)`` per process → ``(world·n, D)`` in rank order, gradients flow back to each process's
-rows; the identity in a single process), compute the loss for the local rows against the gathered
-ones, and the mean over processes equals the single-process loss (see ``SimCLR``).
-:func:`process_rank_and_world` gives ``(rank, world_size)`` (``(0, 1)`` in a single process).
+embeddings) gathers the global batch itself (:mod:`workbench.losses`, via
+:func:`workbench.dist.gather_with_grad`), so a method's ``training_step`` has no DDP branch; such a
+method sets ``batch_level_terms = True`` and the contract test checks 2 processes against one.
 """
 
 from __future__ import annotations
@@ -30,11 +29,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from workbench.config import param
 from workbench.models import Backbone
+from workbench.views.global_aug import GlobalViewConfig, global_augment
 
 if TYPE_CHECKING:
     from workbench.data.cache import FaceData
@@ -87,8 +86,18 @@ class SSLMethod(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: manifest columns this method needs for pretraining (checked before training starts)
     requires: ClassVar[tuple[str, ...]] = ()
-    #: named config presets: "paper" (published defaults) and "cpu" (trains in minutes on a CPU)
+    #: named config presets: "paper" (published defaults), "cpu" (trains in minutes on a CPU) and
+    #: "tiny" (the smallest config, well under a second per step on a CPU: the contract test's)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: backbone and image size of the "tiny" preset: ``{"backbone": timm name, "image_size": px,
+    #: **Backbone keyword arguments}``
+    tiny_model: ClassVar[dict[str, Any]] = {"backbone": "resnet10t", "image_size": 32}
+    #: the loss compares items across the batch (negatives, batch statistics), so under DDP its losses
+    #: gather the global batch; the contract test then checks 2 processes against one
+    batch_level_terms: ClassVar[bool] = False
+    #: config changes for that 2-vs-1-process check, for random choices that depend on the order of the
+    #: global batch's rows (which differs between 1 and W processes), e.g. FaceSwap's donor draw
+    ddp_check_overrides: ClassVar[dict[str, Any]] = {}
     #: suggested synthetic set for `workbench pretrain --method NAME` without --data
     synth_mode: ClassVar[str] = "plain"  # "plain" | "clips" | "views"
 
@@ -122,12 +131,16 @@ class SSLMethod(nn.Module):
 
         return RandomSampler(len(data), batch_size, seed)
 
+    def required_columns(self) -> tuple[str, ...]:
+        """Manifest columns this configured method needs (default: ``requires``)."""
+        return self.requires
+
     def check_data(self, manifest: Manifest) -> None:
         """Raise MissingMetadataError when a needed manifest column is missing (named in the message).
 
         Called on the manifest before any image is decoded, so a wrong dataset fails at once.
         """
-        manifest.require(*self.requires, purpose=f"method '{self.name}'")
+        manifest.require(*self.required_columns(), purpose=f"method '{self.name}'")
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -139,7 +152,48 @@ class SSLMethod(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+class MomentumMethod(SSLMethod):
+    """A method with EMA target copies of some of its modules (BYOL, MoCo v3, SimFLE).
+
+    Declare each target once with :meth:`add_target` (``self.add_target("backbone")`` creates the frozen
+    copy ``self.target_backbone``); after every optimiser step every target is updated with
+    ``θ_t ← m·θ_t + (1 − m)·θ_o`` (:func:`ema_update`) at the momentum :meth:`momentum` of the
+    progress. The config must have ``momentum`` (base m0) and ``cosine_momentum`` (ramp m0 → 1 with
+    BYOL's cosine, :func:`cosine_momentum`; off = constant m0) fields.
+    """
+
+    def __init__(self, cfg: MethodConfig, backbone: Backbone, image_size: int):
+        for name in ("momentum", "cosine_momentum"):
+            if not hasattr(cfg, name):
+                raise TypeError(f"{type(self).__name__}.Config needs a '{name}' field (MomentumMethod)")
+        super().__init__(cfg, backbone, image_size)
+        self.momentum_pairs: list[tuple[str, str]] = []  # (online, target) attribute names
+
+    def add_target(self, name: str) -> nn.Module:
+        """Create ``self.target_<name>``, a frozen copy of ``self.<name>`` updated by EMA; returns it."""
+        target = frozen_copy(getattr(self, name))
+        setattr(self, f"target_{name}", target)
+        self.momentum_pairs.append((name, f"target_{name}"))
+        return target
+
+    def momentum(self, progress: float) -> float:
+        """EMA momentum at training progress in [0, 1]."""
+        m0 = float(self.cfg.momentum)  # type: ignore[attr-defined]
+        return cosine_momentum(m0, progress) if self.cfg.cosine_momentum else m0  # type: ignore[attr-defined]
+
+    def after_optimizer_step(self, progress: float) -> None:
+        m = self.momentum(progress)
+        for online, target in self.momentum_pairs:
+            ema_update(getattr(self, target), getattr(self, online), m)
+
+
 # -- helpers shared by several methods --------------------------------------------------------
+
+def two_views(x: torch.Tensor, view1: GlobalViewConfig, view2: GlobalViewConfig,
+              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two global views ``(T1(x), T2(x))`` of a (B, 3, S, S) batch, drawn in that order from ``generator``."""
+    return global_augment(x, view1, generator).images, global_augment(x, view2, generator).images
+
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (EMA target networks)."""
@@ -166,48 +220,3 @@ def cosine_momentum(base: float, progress: float) -> float:
 def flatten_items(x: torch.Tensor) -> torch.Tensor:
     """(B, k, ...) → (B·k, ...)."""
     return x.reshape(-1, *x.shape[2:])
-
-
-# -- multi-process helpers (identity in a single process) -------------------------------------
-
-def process_rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather in forward; backward sums every process's gradient for the local rows.
-
-    Backend-agnostic (an ``all_reduce`` of the full gradient, then the local slice), so it works on
-    gloo (CPU) as well as NCCL. Needs the same shape on every process.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        rank, world = process_rank_and_world()
-        x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x)
-        ctx.rank, ctx.n = rank, x.shape[0]
-        return torch.cat(parts, 0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
-
-
-def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (same shape everywhere) from all processes along dim 0, in rank order.
-
-    Differentiable: each process gets the gradient of the sum of all processes' losses with respect
-    to its own rows, which is what DDP's gradient averaging expects when every process computes the
-    loss of its local rows against the gathered ones. The identity in a single process.
-    """
-    _, world = process_rank_and_world()
-    if world == 1:
-        return x
-    return _GatherWithGrad.apply(x)

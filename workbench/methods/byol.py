@@ -8,16 +8,9 @@ import torch
 
 from workbench.config import param, to_dict
 from workbench.losses import byol_loss
-from workbench.methods.base import (
-    Batch,
-    MethodConfig,
-    SSLMethod,
-    cosine_momentum,
-    ema_update,
-    frozen_copy,
-)
+from workbench.methods.base import Batch, MethodConfig, MomentumMethod, two_views
 from workbench.models import mlp
-from workbench.views.global_aug import GlobalViewConfig, byol_views, global_augment
+from workbench.views.global_aug import GlobalViewConfig, byol_views
 
 
 @dataclass
@@ -33,7 +26,7 @@ class BYOLConfig(MethodConfig):
                                     metadata={"help": "Augmentation of view 2 (BYOL: rare blur, solarize)."})
 
 
-class BYOL(SSLMethod):
+class BYOL(MomentumMethod):
     """BYOL: online network (backbone + projector + predictor) regresses the EMA target's
     projection of the other view with ``2 − 2cos``, symmetrised. No negatives."""
 
@@ -42,13 +35,14 @@ class BYOL(SSLMethod):
     summary = "Online predictor regresses an EMA target of the other view (baseline)."
     Config = BYOLConfig
     presets = {"paper": {"view1": to_dict(byol_views(paper=True)[0]), "view2": to_dict(byol_views(paper=True)[1]), "proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "momentum": 0.996},
-               "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "pred_hidden_dim": 256, "momentum": 0.99}}
+               "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "pred_hidden_dim": 256, "momentum": 0.99},
+               "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "momentum": 0.99}}
 
     def __init__(self, cfg: BYOLConfig, backbone, image_size: int):
         super().__init__(cfg, backbone, image_size)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, layers=2)
-        self.target_backbone = frozen_copy(self.backbone)
-        self.target_projector = frozen_copy(self.projector)
+        self.add_target("backbone")
+        self.add_target("projector")
 
     @torch.no_grad()
     def target_z(self, images01: torch.Tensor) -> torch.Tensor:
@@ -64,12 +58,5 @@ class BYOL(SSLMethod):
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = batch.images[:, 0]
-        v1 = global_augment(x, self.cfg.view1, batch.generator).images
-        v2 = global_augment(x, self.cfg.view2, batch.generator).images
-        loss, z = self.byol_terms(v1, v2)
+        loss, z = self.byol_terms(*two_views(x, self.cfg.view1, self.cfg.view2, batch.generator))
         return {"loss": loss, "z": z.detach()}
-
-    def after_optimizer_step(self, progress: float) -> None:
-        m = cosine_momentum(self.cfg.momentum, progress) if self.cfg.cosine_momentum else self.cfg.momentum
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projector, self.projector, m)

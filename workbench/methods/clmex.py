@@ -10,14 +10,7 @@ import torch
 from workbench.config import param
 from workbench.errors import ConfigError, MissingMetadataError
 from workbench.losses import multi_positive_nt_xent
-from workbench.methods.base import (
-    Batch,
-    MethodConfig,
-    SSLMethod,
-    all_gather_with_grad,
-    flatten_items,
-    process_rank_and_world,
-)
+from workbench.methods.base import Batch, MethodConfig, SSLMethod, flatten_items
 from workbench.views.global_aug import GlobalViewConfig, global_augment
 
 
@@ -47,8 +40,9 @@ class CLMEx(SSLMethod):
     expression shot [x session x lighting]); the multi-positive NT-Xent (SupCon form with group ids)
     pulls the views of a group together and pushes every other image of the batch away.
 
-    Under DDP the embeddings and group codes of all processes are gathered and every process
-    computes the same global-batch loss (negatives span the global batch). The loss reads only the
+    Under DDP the loss (:func:`~workbench.losses.multi_positive_nt_xent`) gathers the embeddings and
+    group codes of all processes and every process computes the same global-batch loss (negatives
+    span the global batch). The loss reads only the
     ``group`` codes: expression labels are never used in pretraining (they
     are used in stage 2, :func:`workbench.evaluate.finetune.finetune`: supervised fine-tuning of the
     whole encoder + a linear head, evaluated overall and per view angle, with a from-scratch comparison).
@@ -73,7 +67,9 @@ class CLMEx(SSLMethod):
         "paper": {"proj_hidden_dim": 2048, "proj_dim": 128, "temperature": 0.1, "views_per_group": 0,
                   "augment": True},
         "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "temperature": 0.2, "views_per_group": 0, "augment": True},
+        "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "temperature": 0.2, "views_per_group": 0, "augment": True},
     }
+    batch_level_terms = True
     #: nothing about the training recipe is verified; a ResNet-18 at 112 px is the library's suggestion
     paper_run: ClassVar[dict[str, Any]] = {}
 
@@ -98,12 +94,7 @@ class CLMEx(SSLMethod):
         if self.cfg.augment:
             x = global_augment(x, self.cfg.view_aug, batch.generator).images
         z = self(x)["z"]
-        groups = group.reshape(-1).to(z.device)
-        if process_rank_and_world()[1] > 1:  # DDP: every process computes the global-batch loss
-            z_all, groups = all_gather_with_grad(z), all_gather_with_grad(groups)
-        else:
-            z_all = z
-        loss = multi_positive_nt_xent(z_all, groups, self.cfg.temperature)
+        loss = multi_positive_nt_xent(z, group.reshape(-1), self.cfg.temperature)
         return {"loss": loss, "z": z.detach()[::k]}
 
 

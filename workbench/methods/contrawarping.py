@@ -102,6 +102,8 @@ class ContraWarping(BYOL):
                   "negatives": 1, "negative_weight": 1.0, "negative_loss": "margin", "margin": 0.5},
         "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "pred_hidden_dim": 256, "momentum": 0.99,
                 "negatives": 1, "negative_weight": 1.0, "negative_loss": "margin", "margin": 0.5},
+        "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "momentum": 0.99,
+                 "negatives": 2, "negative_weight": 1.0, "negative_loss": "margin", "margin": 0.5},
     }
     #: the run sections implied by the checkpoint name (ResNet-18, 50 epochs); the rest is UNVERIFIED
     paper_run: ClassVar[dict[str, Any]] = {"backbone": "resnet18", "epochs": 50}

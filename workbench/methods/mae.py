@@ -71,7 +71,10 @@ class MAE(SSLMethod):
     presets = {"paper": {"mask_ratio": 0.75, "norm_pix": True, "patch_size": 0, "decoder_dim": 512,
                          "decoder_depth": 8, "decoder_heads": 16},
                "cpu": {"mask_ratio": 0.75, "norm_pix": True, "patch_size": 8, "decoder_dim": 128,
-                       "decoder_depth": 2, "decoder_heads": 4}}
+                       "decoder_depth": 2, "decoder_heads": 4},
+               "tiny": {"mask_ratio": 0.75, "norm_pix": True, "patch_size": 0, "decoder_dim": 32,
+                        "decoder_depth": 1, "decoder_heads": 2}}
+    tiny_model = {"backbone": "test_vit", "image_size": 32, "patch_size": 8}
 
     def __init__(self, cfg: MAEConfig, backbone, image_size: int):
         if not backbone.is_vit:

@@ -9,18 +9,9 @@ from torch import nn
 
 from workbench.config import param, to_dict
 from workbench.losses.moco import moco_infonce
-from workbench.methods.base import (
-    Batch,
-    MethodConfig,
-    SSLMethod,
-    all_gather_with_grad,
-    cosine_momentum,
-    ema_update,
-    frozen_copy,
-    process_rank_and_world,
-)
+from workbench.methods.base import Batch, MethodConfig, MomentumMethod, two_views
 from workbench.models import mlp
-from workbench.views.global_aug import GlobalViewConfig, byol_views, global_augment
+from workbench.views.global_aug import GlobalViewConfig, byol_views
 
 
 @dataclass
@@ -42,7 +33,7 @@ class MoCoV3Config(MethodConfig):
                                     metadata={"help": "Augmentation of view 2 (BYOL's: rare blur, solarize)."})
 
 
-class MoCoV3(SSLMethod):
+class MoCoV3(MomentumMethod):
     """MoCo v3: online network (backbone + projector + predictor) gives queries q; an EMA copy
     (backbone + projector) gives keys k. ``L = ctr(q1, k2) + ctr(q2, k1)`` with in-batch keys only
     (no queue), ``ctr = 2τ · CE(q̂ k̂ᵀ / τ, diag)``.
@@ -56,10 +47,10 @@ class MoCoV3(SSLMethod):
     for ResNets: ``proj_layers=2``); the predictor has no output BN (ResNet code; ``pred_last_bn``
     for the ViT variant); MLP hidden layers have no bias (as the code), the predictor's last Linear
     has one. The ViT "stop-grad patch embedding" trick is not implemented.
-    Multi-process (DDP): the keys of all processes are gathered (no gradient, as the official
-    ``concat_all_gather``) and each local query's positive is its own key at offset ``rank·n``; the
-    per-process loss is the mean over local queries, so DDP's gradient average is the gradient of the
-    single-process loss on the global batch.
+    Multi-process (DDP): the loss (:func:`~workbench.losses.moco.moco_infonce`) gathers the keys of all
+    processes (no gradient, as the official ``concat_all_gather``) and each local query's positive is
+    its own key at offset ``rank·n``; the per-process loss is the mean over local queries, so DDP's
+    gradient average is the gradient of the single-process loss on the global batch.
     Practical: AdamW lr 1e-3 with batch 64-256 works for small backbones; the official ResNet recipe
     is LARS lr 0.6 (×batch/256), wd 1e-6; ViT: AdamW 1.5e-4 (×batch/256), wd 0.1.
     """
@@ -72,13 +63,16 @@ class MoCoV3(SSLMethod):
     presets = {"paper": {"view1": to_dict(byol_views(paper=True)[0]), "view2": to_dict(byol_views(paper=True)[1]), "proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "proj_layers": 3,
                          "temperature": 0.2, "momentum": 0.99, "cosine_momentum": True},
                "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "pred_hidden_dim": 256, "proj_layers": 3,
-                       "temperature": 0.2, "momentum": 0.99, "cosine_momentum": True}}
+                       "temperature": 0.2, "momentum": 0.99, "cosine_momentum": True},
+               "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "proj_layers": 3,
+                        "temperature": 0.5, "momentum": 0.99, "cosine_momentum": True}}
+    batch_level_terms = True
 
     def __init__(self, cfg: MoCoV3Config, backbone, image_size: int):
         super().__init__(cfg, backbone, image_size)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, layers=2, last_bn=cfg.pred_last_bn)
-        self.target_backbone = frozen_copy(self.backbone)
-        self.target_projector = frozen_copy(self.projector)
+        self.add_target("backbone")
+        self.add_target("projector")
 
     def build_projector(self) -> nn.Module:
         c = self.cfg
@@ -90,25 +84,10 @@ class MoCoV3(SSLMethod):
         return self.target_projector(self.target_backbone(images01))
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        x = batch.images[:, 0]
-        v1 = global_augment(x, self.cfg.view1, batch.generator).images
-        v2 = global_augment(x, self.cfg.view2, batch.generator).images
+        v1, v2 = two_views(batch.images[:, 0], self.cfg.view1, self.cfg.view2, batch.generator)
         z1, z2 = self(v1)["z"], self(v2)["z"]
         q1, q2 = self.predictor(z1), self.predictor(z2)
         k1, k2 = self.keys(v1), self.keys(v2)
         t = self.cfg.temperature
-        rank, world = process_rank_and_world()
-        if world == 1:
-            l12, l21 = moco_infonce(q1, k2, t), moco_infonce(q2, k1, t)
-        else:  # DDP: local queries against every process's keys (official concat_all_gather)
-            with torch.no_grad():
-                k1, k2 = all_gather_with_grad(k1), all_gather_with_grad(k2)
-            offset = rank * x.shape[0]
-            l12 = moco_infonce(q1, k2, t, positive_offset=offset)
-            l21 = moco_infonce(q2, k1, t, positive_offset=offset)
+        l12, l21 = moco_infonce(q1, k2, t), moco_infonce(q2, k1, t)
         return {"loss": l12 + l21, "z": z1.detach(), "loss_q1k2": l12.detach(), "loss_q2k1": l21.detach()}
-
-    def after_optimizer_step(self, progress: float) -> None:
-        m = cosine_momentum(self.cfg.momentum, progress) if self.cfg.cosine_momentum else self.cfg.momentum
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projector, self.projector, m)

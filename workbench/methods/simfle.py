@@ -18,26 +18,11 @@ from workbench.errors import ConfigError
 from workbench.losses import byol_loss
 from workbench.losses.distill import kd_to_mean
 from workbench.losses.mae import mae_loss, patchify
-from workbench.losses.masking import (
-    Masking,
-    group_patch_scores,
-    grouping_correlation,
-    grouping_loss_from_correlation,
-    num_visible,
-    semantic_masking,
-)
-from workbench.methods.base import (
-    Batch,
-    MethodConfig,
-    SSLMethod,
-    all_gather_with_grad,
-    cosine_momentum,
-    ema_update,
-    frozen_copy,
-)
+from workbench.losses.masking import Masking, group_patch_scores, grouping_loss, num_visible, semantic_masking
+from workbench.methods.base import Batch, MethodConfig, MomentumMethod, two_views
 from workbench.models import mlp
 from workbench.models.vit_mae import MAEDecoder, build_mae_vit, encode_visible
-from workbench.views.global_aug import GlobalViewConfig, global_augment
+from workbench.views.global_aug import GlobalViewConfig
 
 
 def simfle_view() -> GlobalViewConfig:
@@ -118,7 +103,7 @@ class ChannelGrouping(nn.Module):
         return F.relu(self.bn(self.conv(fmap)))
 
 
-class SimFLE(SSLMethod):
+class SimFLE(MomentumMethod):
     """SimFLE = GFL + FFL on one CNN backbone.
 
     - **GFL** (global): BYOL on two strongly augmented views at the run's image size: online
@@ -184,7 +169,14 @@ class SimFLE(SSLMethod):
                 "decoder_depth": 2, "decoder_heads": 4, "ffl_updates_bn": False,
                 "view1": _view_dict(crop_scale=(0.35, 1.0), blur_sigma=(0.1, 0.6)),
                 "view2": _view_dict(crop_scale=(0.35, 1.0), blur_sigma=(0.1, 0.6))},
+        # timm's test ResNet at 64 px (``tiny_model``) gives a 2x2 map for the semantic masking
+        "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32, "momentum": 0.99,
+                 "cosine_momentum": False, "kd_hidden_dim": 32, "kd_dim": 16, "groups": 8, "ffl_scale": 1.0,
+                 "mae_patch_size": 8, "mae_dim": 32, "mae_depth": 1, "mae_heads": 2, "decoder_dim": 32,
+                 "decoder_depth": 1, "decoder_heads": 2},
     }
+    tiny_model = {"backbone": "test_resnet", "image_size": 64}
+    batch_level_terms = True
 
     def __init__(self, cfg: SimFLEConfig, backbone, image_size: int):
         if backbone.is_vit:
@@ -208,8 +200,8 @@ class SimFLE(SSLMethod):
             raise ConfigError(f"method 'simfle': mask_ratio {cfg.mask_ratio} leaves no visible patch of "
                               f"{self.num_patches}")
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, layers=2)
-        self.target_backbone = frozen_copy(self.backbone)
-        self.target_projector = frozen_copy(self.projector)
+        self.add_target("backbone")
+        self.add_target("projector")
         self.grouping = ChannelGrouping(c)
         self.mae_encoder = build_mae_vit(self.ffl_size, cfg.mae_patch_size, cfg.mae_dim, cfg.mae_depth,
                                          cfg.mae_heads)
@@ -253,11 +245,7 @@ class SimFLE(SSLMethod):
                       ) -> tuple[Masking, torch.Tensor, torch.Tensor]:
         """(masking, grouping loss g, per-patch scores) from the FFL feature map."""
         act = self.grouping(fmap)
-        # the channel co-activation is a batch mean: under DDP average the processes' (equal shards) so g is
-        # the global batch's (every process computes the same g; the gather's backward + DDP's average give
-        # the single-process gradient)
-        co = all_gather_with_grad(grouping_correlation(act)[None]).mean(0)
-        g = grouping_loss_from_correlation(co, self.cfg.groups)
+        g = grouping_loss(act, self.cfg.groups)  # the global batch's channel co-activation under DDP
         group = torch.randint(0, self.cfg.groups, (fmap.shape[0],), generator=generator, device=fmap.device)
         scores = group_patch_scores(act.detach(), group, self.cfg.groups, self.ffl_size, self.cfg.mae_patch_size)
         return semantic_masking(scores, self.cfg.mask_ratio), g, scores
@@ -266,8 +254,7 @@ class SimFLE(SSLMethod):
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.cfg
         x = batch.images[:, 0]
-        v1 = global_augment(x, c.view1, batch.generator).images
-        v2 = global_augment(x, c.view2, batch.generator).images
+        v1, v2 = two_views(x, c.view1, c.view2, batch.generator)
         # FFL map first: restoring BN running stats after the GFL passes would invalidate their autograd
         # graph (the running buffers are saved for backward); the order changes nothing else.
         ffl = self.ffl_image(x)
@@ -290,11 +277,6 @@ class SimFLE(SSLMethod):
         loss = loss_s + loss_r + c.alpha * loss_d + c.beta * loss_g
         return {"loss": loss, "z": z1.detach(), "loss_byol": loss_s.detach(), "loss_recon": loss_r.detach(),
                 "loss_distill": loss_d.detach(), "loss_group": loss_g.detach()}
-
-    def after_optimizer_step(self, progress: float) -> None:
-        m = cosine_momentum(self.cfg.momentum, progress) if self.cfg.cosine_momentum else self.cfg.momentum
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projector, self.projector, m)
 
 
 def _reduction(model: nn.Module) -> int:

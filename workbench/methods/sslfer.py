@@ -12,15 +12,9 @@ from torch import nn
 
 from workbench.config import param, to_dict
 from workbench.errors import CheckpointError, ConfigError, MissingMetadataError
-from workbench.losses import masked_mean, nt_xent, pair_positive_index
-from workbench.losses.maskfn import landmark_descriptor, maskfn_terms, person_residual, select_false_negatives
-from workbench.methods.base import (
-    Batch,
-    MethodConfig,
-    SSLMethod,
-    all_gather_with_grad,
-    process_rank_and_world,
-)
+from workbench.losses import nt_xent, pair_positive_index
+from workbench.losses.maskfn import landmark_descriptor, maskfn_batch_loss
+from workbench.methods.base import Batch, MethodConfig, SSLMethod
 from workbench.views import _ops
 from workbench.views.faceswap import (
     DonorPool,
@@ -165,8 +159,8 @@ class SSLFERViews:
     (M = 2B); ``raw`` / ``raw_landmarks`` the same rows un-augmented and un-swapped (MaskFN's
     descriptor input); ``positive_index`` (M,); ``item`` (M,) the batch item of each row; ``swapped``
     (M,) bool; ``donor`` (M,) row whose head was used, −1 where not swapped: a row of the GLOBAL batch
-    in the order of :meth:`SSLFER.training_step`'s gather (rank blocks of M rows, ``rank x M + local
-    row``), i.e. the local row in one process.
+    in the order of the losses' gather (rank blocks of M rows, ``rank x M + local row``), i.e. the
+    local row in one process.
     """
 
     images: torch.Tensor
@@ -268,7 +262,15 @@ class SSLFER(SSLMethod):
         "cpu": {"proj_hidden_dim": 256, "proj_dim": 64, "proj_batch_norm": False, "temperature": 0.1,
                 "time_aug": True, "hard_negatives": True, "face_swap": True, "mask_fn": True,
                 "landmark_mask": True, "maskfn_lambda": 0.8, "descriptor": "landmarks"},
+        # every strategy on and every positive swapped (the contract test then runs every code path)
+        "tiny": {"proj_hidden_dim": 32, "proj_dim": 16, "proj_batch_norm": False, "temperature": 0.1,
+                 "time_aug": True, "hard_negatives": True, "face_swap": True, "mask_fn": True,
+                 "landmark_mask": True, "maskfn_lambda": 0.8, "descriptor": "landmarks", "swap": {"p": 1.0}},
     }
+    batch_level_terms = True
+    #: the donors are drawn over the global pool in row order, which differs between 1 and 2 processes;
+    #: the global donor pool is tested in tests/test_methods_ddp_views.py
+    ddp_check_overrides: ClassVar[dict[str, Any]] = {"face_swap": False}
     #: the paper's training recipe for the other run sections (model/data/train), for reference
     paper_run: ClassVar[dict[str, Any]] = {"backbone": "resnet50", "image_size": 112, "batch_size": 128, "optimizer": "adam",
                                  "lr": 3e-4, "weight_decay": 1e-4, "epochs": 300, "schedule": "constant",
@@ -463,59 +465,24 @@ class SSLFER(SSLMethod):
 
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Loss over the whole (global) batch. Under DDP the embeddings, positive indices, items and
-        descriptors of all processes are gathered and every process computes the same global loss
-        (the gather's backward sums the W identical gradients, DDP averages them back), so negatives,
-        MaskFN candidates and FaceSwap donors span the global batch. The method's own code reads nothing
-        from the device (masked means, no data-dependent shapes, no Python-list indices)."""
+        """NT-Xent over ``[A, NA, P, NP]``, with MaskFN when on. Under DDP the losses see the global
+        batch (:func:`~workbench.losses.nt_xent`, :func:`~workbench.losses.maskfn.maskfn_batch_loss`
+        gather every process's rows), so negatives, MaskFN candidates and FaceSwap donors span it. The
+        method's own code reads nothing from the device (no data-dependent shapes, no Python-list indices)."""
         c = self.cfg
         v = self.make_views(batch)
-        z_local = self(v.images)["z"]
+        z = self(v.images)["z"]
         n_items = batch.images.shape[0]
-        desc = self.descriptors(v.raw, v.raw_landmarks) if c.mask_fn and v.raw_landmarks is not None else None
-        ident = v.identity if c.mask_fn and c.descriptor_per_person else None
-        z, pos, item, desc, ident = _gather_rows(z_local, v.positive_index, v.item, n_items, desc, ident)
-        out: dict[str, torch.Tensor] = {}
-        if c.mask_fn:
-            assert desc is not None
-            if ident is not None:  # each person's deviation from their mean descriptor in the global batch
-                desc = person_residual(desc, ident)
-            # rows without a descriptor (no landmarks; per person: no other image of the person) neither get
-            # nor become a false negative
-            has_desc = desc.abs().sum(dim=1) > 0
-            protect = ~has_desc[None, :]
-            if c.protect_hard_negatives:
-                protect = protect | (item[:, None] == item[None, :])
-            with torch.autocast(device_type=desc.device.type, enabled=False):
-                fn = select_false_negatives(desc, pos, protect)
-            fn = torch.where(has_desc, fn, torch.full_like(fn, -1))
-            l1, l2, has_fn = maskfn_terms(z, pos, fn, c.temperature)
-            # mean of L2 over rows with a false negative; 0 (graph kept) when there is none
-            loss_l2 = masked_mean(l2, has_fn)
-            loss = l1.mean() + c.maskfn_lambda * loss_l2
-            same = (item[fn.clamp_min(0)] == item) & has_fn
-            out.update(maskfn_l1=l1.mean().detach(), maskfn_l2=loss_l2.detach(),
-                       maskfn_same_item=same.float().mean())
-        else:
-            loss = nt_xent(z, pos, c.temperature)
-        return {"loss": loss, "z": z_local.detach()[:n_items], **out}
-
-
-def _gather_rows(z: torch.Tensor, pos: torch.Tensor, item: torch.Tensor, n_items: int,
-                 desc: torch.Tensor | None, identity: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Concatenate the rows of all processes (rank blocks); indices are shifted per block (identity
-    codes are global: not shifted). Unchanged in a single process."""
-    _, world = process_rank_and_world()
-    if world == 1:
-        return z, pos, item, desc, identity
-    m = z.shape[0]
-    shift = torch.arange(world * m, device=z.device) // m  # rank of each gathered row
-    pos_all = pos.repeat(world) + shift * m
-    item_all = item.repeat(world) + shift * n_items
-    desc_all = None if desc is None else all_gather_with_grad(desc.detach().float())
-    ident_all = None if identity is None else all_gather_with_grad(identity)
-    return all_gather_with_grad(z), pos_all, item_all, desc_all, ident_all
+        if not c.mask_fn:
+            return {"loss": nt_xent(z, v.positive_index, c.temperature), "z": z.detach()[:n_items]}
+        if v.raw_landmarks is None:
+            raise MissingMetadataError(f"method 'sslfer' ({self._strategies()}) needs landmarks in the batch")
+        terms = maskfn_batch_loss(z, v.positive_index, self.descriptors(v.raw, v.raw_landmarks), v.item,
+                                  identity=v.identity if c.descriptor_per_person else None,
+                                  temperature=c.temperature, lam=c.maskfn_lambda,
+                                  protect_same_item=c.protect_hard_negatives)
+        return {"loss": terms.loss, "z": z.detach()[:n_items], "maskfn_l1": terms.l1, "maskfn_l2": terms.l2,
+                "maskfn_same_item": terms.same_item}
 
 
 __all__ = ["ABLATION_ROWS", "SSLFER", "SSLFERConfig", "SSLFERViews", "eye_mouth_crops"]
