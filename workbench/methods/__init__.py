@@ -15,6 +15,7 @@ from workbench.methods.mocov3 import MoCoV3
 from workbench.methods.simclr import SimCLR
 from workbench.methods.simfle import SimFLE
 from workbench.methods.sslfer import SSLFER
+from workbench.methods.vicreg import VICReg
 
 METHODS: dict[str, type[SSLMethod]] = {
     "simclr": SimCLR,
@@ -26,6 +27,7 @@ METHODS: dict[str, type[SSLMethod]] = {
     "sslfer": SSLFER,
     "contrawarping": ContraWarping,
     "clmex": CLMEx,
+    "vicreg": VICReg,
 }
 
 
