@@ -94,8 +94,7 @@ def _result(n_per: int = 2) -> AttentionResult:
 def test_save_load_round_trip(tmp_path):
     res = _result()
     folder = res.save(tmp_path / "att")
-    assert sorted(p.name for p in folder.iterdir()) == ["heatmaps.npy", "images.npy", "landmarks.npy",
-                                                        "meta.json", "scores.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "result.json"]
     back = AttentionResult.load(folder)
     assert back.heatmaps.dtype == np.float16 and np.array_equal(back.heatmaps, res.heatmaps)
     assert back.images.dtype == np.uint8 and np.array_equal(back.images, res.images)
@@ -103,8 +102,8 @@ def test_save_load_round_trip(tmp_path):
     pd.testing.assert_frame_equal(back.scores, res.scores.pipe(lambda d: d))
     assert back.meta == res.meta
     pd.testing.assert_frame_equal(back.summary(), res.summary())
-    (folder / "meta.json").unlink()
-    with pytest.raises(WorkbenchError, match="not a saved attention result"):
+    (folder / "result.json").unlink()
+    with pytest.raises(WorkbenchError, match="no result.json"):
         AttentionResult.load(folder)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.io import read_jsonl, write_json
+from workbench.results import RESULT_FILE
 
 #: protocols of the comparison table: name -> EvalConfig fields
 DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -83,7 +84,7 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
         for name, fields in protocols.items():
             cfg = from_dict(EvalConfig, {"seed": seed, "label_fraction": label_fraction, **fields})
             res = evaluate_embedding_set(emb.get(cfg.feature), emb.meta, cfg)
-            res.save(_folder(run, "eval", m) / f"{name}.json")
+            res.save(_folder(run, "eval", m) / name)
             row[name] = res.accuracy
             row[f"{name}_f1"] = res.macro_f1
         rows.append(row)
@@ -105,7 +106,7 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
     folder = _folder(run, f"separation-{feature}", m)
-    if not recompute and (folder / "separation.json").is_file():
+    if not recompute and (folder / RESULT_FILE).is_file():
         return SeparationReport.load(folder)
     m.require("expression", "identity", purpose="the identity-vs-expression analysis")
     emb = extract_embeddings(run, m)
@@ -154,7 +155,7 @@ def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "um
     for rd in run_dirs:
         run = _run(rd, checkpoint)
         folder = _folder(run, f"{method}-{feature}-s{seed}", m)
-        if not recompute and (folder / "map.json").is_file():
+        if not recompute and (folder / RESULT_FILE).is_file():
             one = EmbeddingMap.load(folder)
         else:
             emb = extract_embeddings(run, m)
@@ -188,7 +189,7 @@ def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str
 
     m = _manifest(manifest)
     folder = Path(run_dir) / "analysis" / f"aligned-umap-{feature}-s{seed}-{m.fingerprint()[:10]}"
-    if not recompute and (folder / "map.json").is_file():
+    if not recompute and (folder / RESULT_FILE).is_file():
         return EmbeddingMap.load(folder)
     cks = list_checkpoints(run_dir)
     if len(cks) < 2:
@@ -215,7 +216,7 @@ def attention_for_run(run_dir, manifest, *, target: str = "prototype", checkpoin
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
     folder = _folder(run, f"attention-{target}-n{n_per_expression}-s{seed}", m)
-    if not recompute and (folder / "meta.json").is_file():
+    if not recompute and (folder / RESULT_FILE).is_file():
         return AttentionResult.load(folder)
     if layer is None:
         layer = default_cam_layer(run)
