@@ -109,10 +109,6 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-def _timed(fn: Callable[[], Any], dev: torch.device, repeats: int, warmup: int = 1) -> list[float]:
-    return _timed_cpu(fn, dev, repeats, warmup)[0]
-
-
 def _timed_cpu(fn: Callable[[], Any], dev: torch.device, repeats: int, warmup: int = 1,
                pids: Callable[[], list[int]] = list) -> tuple[list[float], float]:
     """Wall seconds of each call after ``warmup`` calls, and CPU seconds per call over the timed calls
