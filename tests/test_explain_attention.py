@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from workbench.data.geometry import template_landmarks
 from workbench.errors import MissingMetadataError, WorkbenchError
 from workbench.explain.attention import AttentionResult, compute_attention, fixed_view, score_heatmaps
-from workbench.explain.regions import REGION_INDEX, REGIONS, region_masks, template_landmarks
+from workbench.explain.regions import REGION_INDEX, REGIONS, region_masks
 
 S = 48
 EXPRS = ("neutral", "happiness", "surprise", "anger")
@@ -19,7 +20,7 @@ SKINS = ((224, 172, 140), (150, 100, 70), (240, 205, 180))
 
 
 def _expression_landmarks(expr: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    lm = template_landmarks(size).astype(np.float64)
+    lm = template_landmarks(size)[0].numpy().astype(np.float64)
     u = size / 64.0
     if expr == "happiness":
         lm[[48, 60]] += [-2 * u, -2 * u]
