@@ -83,7 +83,7 @@ def _need_format(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from workbench.data.manifest import validate_manifest
+    from workbench.data.validation import validate_manifest
 
     report = validate_manifest(args.manifest, check_files=not args.no_files, deep=args.deep,
                                max_listed=args.max_listed)
