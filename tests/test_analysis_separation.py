@@ -81,7 +81,7 @@ def test_report_metadata_and_summary(reports):
 def test_save_load_and_replot_without_recompute(reports, tmp_path, monkeypatch):
     r = reports["mixed"]
     r.save(tmp_path)
-    assert (tmp_path / "separation.json").is_file() and (tmp_path / "separation.npz").is_file()
+    assert (tmp_path / "result.json").is_file() and (tmp_path / "arrays.npz").is_file()
 
     def boom(*a, **k):
         raise AssertionError("re-plotting must not recompute")

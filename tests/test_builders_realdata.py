@@ -10,7 +10,8 @@ import pytest
 
 from workbench.cli.main import main
 from workbench.data.builders import build_manifest
-from workbench.data.manifest import Manifest, validate_manifest
+from workbench.data.manifest import Manifest
+from workbench.data.validation import validate_manifest
 
 SHARED = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -63,7 +63,7 @@ def test_demo_end_to_end_writes_intervals_for_every_figure(tmp_path, capsys):
             assert row[f"{key}_low"] <= row[key] + 1e-9 <= row[f"{key}_high"] + 2e-9
         if row["role"] in ("generic", "face-specific", "floor"):
             assert all(row[k] is not None for k in FIGURES)
-    assert (tmp_path / "data" / "pixel_stats.json").is_file()
+    assert (tmp_path / "data" / "pixel_stats" / "result.json").is_file()
     assert "| model | role | expression linear" in (tmp_path / "results.md").read_text()
     # a rerun reuses the runs and gives the same table
     again = run_demo(tmp_path, DemoConfig(**tiny), progress=False)

@@ -117,13 +117,14 @@ def test_regression_targets_and_ridge():
 def test_result_round_trip(tmp_path):
     X, y = _clusters()
     res = evaluate_embeddings(X, y, X, y, EvalConfig(C=0.5))
-    path = res.save(tmp_path / "res.json")
+    path = res.save(tmp_path / "res")
+    assert sorted(p.name for p in path.iterdir()) == ["arrays.npz", "result.json"]
     back = EvalResult.load(path)
     assert back.to_dict() == res.to_dict()
     np.testing.assert_array_equal(back.predictions, res.predictions)
     assert back.config["C"] == 0.5 and "acc" in back.summary()
     with pytest.raises(WorkbenchError):
-        EvalResult.load(tmp_path / "missing.json")
+        EvalResult.load(tmp_path / "missing")
 
 
 def test_config_validation_through_param_metadata():

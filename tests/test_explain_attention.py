@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from workbench.data.geometry import template_landmarks
 from workbench.errors import MissingMetadataError, WorkbenchError
 from workbench.explain.attention import AttentionResult, compute_attention, fixed_view, score_heatmaps
-from workbench.explain.regions import REGION_INDEX, REGIONS, region_masks, template_landmarks
+from workbench.explain.regions import REGION_INDEX, REGIONS, region_masks
 
 S = 48
 EXPRS = ("neutral", "happiness", "surprise", "anger")
@@ -19,7 +20,7 @@ SKINS = ((224, 172, 140), (150, 100, 70), (240, 205, 180))
 
 
 def _expression_landmarks(expr: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    lm = template_landmarks(size).astype(np.float64)
+    lm = template_landmarks(size)[0].numpy().astype(np.float64)
     u = size / 64.0
     if expr == "happiness":
         lm[[48, 60]] += [-2 * u, -2 * u]
@@ -94,8 +95,7 @@ def _result(n_per: int = 2) -> AttentionResult:
 def test_save_load_round_trip(tmp_path):
     res = _result()
     folder = res.save(tmp_path / "att")
-    assert sorted(p.name for p in folder.iterdir()) == ["heatmaps.npy", "images.npy", "landmarks.npy",
-                                                        "meta.json", "scores.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "result.json"]
     back = AttentionResult.load(folder)
     assert back.heatmaps.dtype == np.float16 and np.array_equal(back.heatmaps, res.heatmaps)
     assert back.images.dtype == np.uint8 and np.array_equal(back.images, res.images)
@@ -103,8 +103,8 @@ def test_save_load_round_trip(tmp_path):
     pd.testing.assert_frame_equal(back.scores, res.scores.pipe(lambda d: d))
     assert back.meta == res.meta
     pd.testing.assert_frame_equal(back.summary(), res.summary())
-    (folder / "meta.json").unlink()
-    with pytest.raises(WorkbenchError, match="not a saved attention result"):
+    (folder / "result.json").unlink()
+    with pytest.raises(WorkbenchError, match="no result.json"):
         AttentionResult.load(folder)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from workbench.data.geometry import template_landmarks
 from workbench.errors import WorkbenchError
 from workbench.explain.gradcam import GradCAM
 from workbench.explain.targets import (
@@ -271,10 +272,9 @@ def test_gradcam_finds_what_the_model_uses_and_regions_score_it():
         pointing_game,
         region_masks,
         region_scores,
-        template_landmarks,
     )
 
-    lm = torch.from_numpy(template_landmarks(48))[None].repeat(2, 1, 1)
+    lm = template_landmarks(48).repeat(2, 1, 1)
     lm[1] += torch.tensor([3.0, -2.0])
     masks = region_masks(lm, 48)
     x = torch.full((2, 3, 48, 48), 0.5)

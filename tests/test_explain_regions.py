@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.data.geometry import convex_hull, template_landmarks
 from workbench.errors import WorkbenchError
 from workbench.explain.regions import (
     FACS_REGIONS,
     REGION_INDEX,
     REGIONS,
-    convex_hull,
     expected_mask,
     expected_regions,
     moving_region_share,
@@ -19,7 +19,6 @@ from workbench.explain.regions import (
     pointing_game,
     region_masks,
     region_scores,
-    template_landmarks,
 )
 
 S = 64
@@ -30,7 +29,7 @@ S = 64
 def _faces(n: int = 6, size: int = S, seed: int = 0) -> torch.Tensor:
     """Template faces, randomly scaled / rotated / shifted / jittered."""
     rng = np.random.default_rng(seed)
-    base = template_landmarks(size)
+    base = template_landmarks(size)[0].numpy()
     c = base.mean(0)
     out = []
     for _ in range(n):
@@ -50,7 +49,7 @@ def test_regions_are_disjoint_and_cover_the_image():
 
 
 def test_regions_sit_where_the_parts_are():
-    lm = torch.from_numpy(template_landmarks(S))
+    lm = template_landmarks(S)[0]
     m = region_masks(lm, S)[0]
     for name, idx in (("mouth", range(48, 60)), ("eyes", range(36, 42)), ("eyes", range(42, 48)),
                       ("nose", range(31, 36))):
@@ -61,13 +60,16 @@ def test_regions_sit_where_the_parts_are():
         assert m[REGION_INDEX["brows"], y, x]
     assert m[REGION_INDEX["outside_face"], 0, 0] and m[REGION_INDEX["outside_face"], S - 1, S - 1]
     chin = lm[8].round().long()
-    assert m[REGION_INDEX["cheeks_jaw"], chin[1] - 2, chin[0]]
+    assert m[REGION_INDEX["cheeks_jaw"], chin[1], chin[0]]
+    for i in (3, 13):  # cheeks: halfway between the jaw line and the nose wing
+        x, y = ((lm[i] + lm[31 if i < 8 else 35]) / 2).round().long()
+        assert m[REGION_INDEX["cheeks_jaw"], y, x]
     forehead = ((lm[19] + lm[24]) / 2 - torch.tensor([0.0, 6.0])).round().long()
     assert m[REGION_INDEX["rest_of_face"], forehead[1], forehead[0]]
 
 
 def test_masks_follow_landmarks():
-    lm = torch.from_numpy(template_landmarks(S))[None]
+    lm = template_landmarks(S)
     m0 = region_masks(lm, S)
     m1 = region_masks(lm + torch.tensor([5.0, 3.0]), S)
     assert not torch.equal(m0, m1)
@@ -78,7 +80,7 @@ def test_masks_follow_landmarks():
 
 
 def test_masks_at_another_size_rescale_landmarks():
-    lm = torch.from_numpy(template_landmarks(32))[None]
+    lm = template_landmarks(32)
     small = region_masks(lm, 32)
     big = region_masks(lm, 64, image_size=32)
     down = big.float().reshape(1, len(REGIONS), 32, 2, 32, 2).mean((3, 5))
@@ -90,14 +92,14 @@ def test_convex_hull_and_degenerate_polygons():
     sq = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1]], dtype=float)
     assert len(convex_hull(sq)) == 4
     assert len(convex_hull(np.array([[0, 0], [1, 1], [2, 2]], dtype=float))) == 2
-    flat = torch.from_numpy(template_landmarks(S))
+    flat = template_landmarks(S)[0]
     flat[17:27, 1] = flat[17:27, 1].mean()  # perfectly straight brows still get a band
     m = region_masks(flat, S)
     assert m[0, REGION_INDEX["brows"]].sum() > 20
 
 
 def test_nan_landmarks_are_a_clear_error():
-    lm = torch.from_numpy(template_landmarks(S))[None].repeat(2, 1, 1)
+    lm = template_landmarks(S).repeat(2, 1, 1)
     lm[1, 5] = float("nan")
     with pytest.raises(WorkbenchError, match="missing"):
         region_masks(lm, S)

@@ -12,17 +12,14 @@ from PIL import Image
 from workbench.cli.main import main
 from workbench.data.faces import (
     POINT_SETS,
-    TEMPLATE_68,
     FacesConfig,
     align_face,
     align_manifest,
-    apply_transform,
-    canonical_landmarks,
     crop_names,
     landmark_overlay_sheet,
-    similarity_transform,
     warp_image,
 )
+from workbench.data.geometry import TEMPLATE_68, apply_transform, canonical_landmarks, similarity_transform
 from workbench.data.manifest import Manifest
 from workbench.errors import ConfigError, ManifestError
 

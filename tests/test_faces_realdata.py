@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from workbench.cli.main import main
-from workbench.data.faces import POINT_SETS, canonical_landmarks, landmark_overlay_sheet
+from workbench.data.faces import POINT_SETS, landmark_overlay_sheet
+from workbench.data.geometry import canonical_landmarks
 from workbench.data.manifest import Manifest
 
 SHARED = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -46,11 +46,11 @@ def test_finetune_scores_every_view_and_is_saved(run_and_data):
     assert 0.0 <= res.accuracy <= 1.0 and len(res.train_loss) == 1 and np.isfinite(res.train_loss[0])
     assert not res.from_scratch and res.checkpoint == "last"
     saved = run.path / "analysis"
-    files = sorted(p.name for p in saved.glob("finetune-*.json"))
+    files = sorted(p.name for p in saved.glob("finetune-*"))
     assert res.path and res.path.endswith(files[0]) and "finetune-last-" in files[0]
     back = FinetuneResult.load(res.path)
     assert back.per_view == res.per_view and back.accuracy == res.accuracy
-    assert json.loads((saved / files[0]).read_text())["kind"] == "finetune"
+    assert json.loads((saved / files[0] / "result.json").read_text())["kind"] == "finetune"
     assert "per view acc" in res.summary()
 
 
@@ -67,12 +67,12 @@ def test_from_scratch_uses_the_same_architecture_with_random_weights(run_and_dat
                    min_test_people=0)
     assert res.from_scratch and res.checkpoint == "scratch" and res.label_fraction == 0.5
     assert len(res.per_view) == 5 and res.n_train < 120
-    saved = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*.json"))
-    assert len(saved) == 1 and "-lf0.5-e1-lr0.001-b16-" in saved[0] and saved[0].endswith("-s0.json")
+    saved = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*"))
+    assert len(saved) == 1 and "-lf0.5-e1-lr0.001-b16-" in saved[0] and saved[0].endswith("-s0")
     # a longer fine-tune of the same run and data is a different result, not an overwrite
     finetune(run, man, epochs=2, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
              min_test_people=0)
-    again = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*.json"))
+    again = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*"))
     assert len(again) == 2 and any("-e2-" in name for name in again)
 
 
@@ -87,7 +87,7 @@ def test_finetune_errors(run_and_data, tmp_path):
     with pytest.raises(WorkbenchError):
         finetune(run, man, epochs=0, device="cpu")
     with pytest.raises(WorkbenchError):
-        FinetuneResult.load(tmp_path / "missing.json")
+        FinetuneResult.load(tmp_path / "missing")
 
 
 def test_cli_finetune_json(run_and_data, capsys):
@@ -99,7 +99,7 @@ def test_cli_finetune_json(run_and_data, capsys):
     assert rc == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["kind"] == "finetune" and set(d["per_view"]) == {"-60.0", "-30.0", "0.0", "30.0", "60.0"}
-    assert d["seed"] == 1 and "finetune-last-" in d["path"] and d["path"].endswith("-lf0.5-e1-lr0.001-b16-wd0.0001-aug-s1.json")
+    assert d["seed"] == 1 and "finetune-last-" in d["path"] and d["path"].endswith("-lf0.5-e1-lr0.001-b16-wd0.0001-aug-s1")
 
 
 def test_few_test_people_are_scored_by_person_wise_cross_validation(run_and_data):

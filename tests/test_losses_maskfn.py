@@ -175,7 +175,7 @@ def test_terms_equal_the_boolean_index_form_and_nothing_is_read_from_the_device(
 
 
 def _face(mouth_open: float = 0.0) -> torch.Tensor:
-    from workbench.views.template import template_landmarks
+    from workbench.data.geometry import template_landmarks
 
     lm = torch.as_tensor(template_landmarks(64), dtype=torch.float32).clone().view(68, 2)
     lm[[57, 58, 56, 65, 66, 67]] += torch.tensor([0.0, mouth_open])  # lower lip down

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from workbench.data.manifest import COLUMNS, Manifest, validate_manifest
+from workbench.data.manifest import Manifest
 from workbench.data.splits import assign_splits, subject_folds
+from workbench.data.validation import COLUMNS, validate_manifest
 from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import ConfigError, ManifestError, MissingMetadataError, WorkbenchError
 

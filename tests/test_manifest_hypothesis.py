@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from workbench.data.images import ImageReadError, read_image
-from workbench.data.manifest import COLUMNS, Manifest, validate_manifest
+from workbench.data.manifest import Manifest
+from workbench.data.validation import COLUMNS, validate_manifest
 from workbench.errors import WorkbenchError
 
 FAST = settings(max_examples=70, deadline=None, derandomize=True,

@@ -10,9 +10,10 @@ from _helpers import DeviceReads
 from torch import nn
 
 from workbench.config import from_dict
+from workbench.data.geometry import template_landmarks
 from workbench.methods import Batch
 from workbench.methods.sslfer import SSLFER, SSLFERConfig
-from workbench.views import FaceSwapConfig, face_swap, render_faces, template_landmarks
+from workbench.views import FaceSwapConfig, face_swap, render_faces
 from workbench.views.faceswap import gather_donor_pool
 
 # -- device-read detector (``DeviceReads`` and ``cuda_paths`` live in ``_helpers``) -----------------

@@ -338,7 +338,7 @@ def test_resnet18_descriptor_from_local_weights_and_loud_failures(clips, tmp_pat
 
 
 def test_eye_mouth_crops_are_square_padded_boxes():
-    from workbench.views.template import template_landmarks
+    from workbench.data.geometry import template_landmarks
 
     lm = torch.as_tensor(template_landmarks(64), dtype=torch.float32).view(1, 68, 2)
     white = torch.ones(1, 3, 64, 64)

@@ -123,7 +123,7 @@ def test_contempt_is_drawn_on_either_side(default_set):
 
 
 def test_stats_cli_prints_and_saves(default_set, tmp_path, capsys):
-    out = tmp_path / "stats.json"
+    out = tmp_path / "stats"
     assert main(["manifest", "stats", str(default_set), "--size", "32", "--folds", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "expression variance share" in text and "95% CI" in text and "32 test people" in text

@@ -14,7 +14,7 @@ def test_separation_cli_json_and_persistence(tiny_run, tiny_synth, capsys, monke
     d = json.loads(capsys.readouterr().out)
     for key in ("expr_linear_acc", "id_linear_acc"):
         assert key in d or any(k.startswith(key.split("_")[0]) for k in d)
-    assert list((tiny_run / "analysis").glob("separation-feats-last-*/separation.json"))
+    assert list((tiny_run / "analysis").glob("separation-feats-last-*/result.json"))
     # second call loads the persisted report: computing again would fail
     import workbench.analysis.separation as sep
 

@@ -13,7 +13,6 @@ from PIL import Image
 
 from workbench.cli.main import main
 from workbench.data.landmarks import inter_ocular_distance, parse_landmarks
-from workbench.data.manifest import validate_manifest
 from workbench.data.synth import (
     ACTION_UNITS,
     AU_MOTION,
@@ -30,6 +29,7 @@ from workbench.data.synth import (
 )
 from workbench.data.synth.expressions import au_displacement, expression_aus
 from workbench.data.synth.geometry import base_landmarks
+from workbench.data.validation import validate_manifest
 from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import ConfigError, ManifestError
 

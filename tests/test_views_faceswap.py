@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.data.geometry import convex_hull_mask, template_landmarks
 from workbench.data.landmarks import ALIGN_POINTS
 from workbench.errors import ConfigError
 from workbench.views import (
@@ -20,7 +21,6 @@ from workbench.views import (
     procrustes,
     render_faces,
     swap_with_donors,
-    template_landmarks,
 )
 from workbench.views import faceswap as fs
 from workbench.views.faceswap import (
@@ -92,13 +92,13 @@ def test_convex_hull_rasterisation_matches_reference():
     pts = torch.rand(6, 12, 2, generator=g) * 40 + 4
     pts[0, 5] = pts[0, 3]  # duplicate point
     pts[1, :4] = torch.tensor([[5.0, 5.0], [10.0, 10.0], [15.0, 15.0], [20.0, 20.0]])  # collinear run
-    got = _ops.convex_hull_mask(pts, 48, 48).numpy()
+    got = convex_hull_mask(pts, 48, 48).numpy()
     for b in range(6):
         ref, dist = _hull_reference(pts[b].numpy(), 48, 48)
         clear = dist > 1e-2  # ignore centres lying on the boundary
         assert np.array_equal(got[b][clear], ref[clear]), b
     line = torch.tensor([[[1.0, 1.0], [5.0, 5.0], [9.0, 9.0]]])
-    assert not _ops.convex_hull_mask(line, 12, 12).any()  # degenerate hull has no area
+    assert not convex_hull_mask(line, 12, 12).any()  # degenerate hull has no area
 
 
 def test_mask_covers_inner_face_only_and_output_is_head_outside():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from workbench.config import describe, from_dict, to_dict
+from workbench.data.geometry import template_landmarks
 from workbench.errors import ConfigError
 from workbench.views import (
     FLIP_PERMUTATION,
@@ -20,7 +21,6 @@ from workbench.views import (
     simclr_views,
     simfle_views,
     sslfer_views,
-    template_landmarks,
 )
 from workbench.views.global_aug import adjust_colour
 

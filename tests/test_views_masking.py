@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.data.geometry import template_landmarks
 from workbench.data.landmarks import PARTS
 from workbench.errors import ConfigError
-from workbench.views import PartMaskConfig, part_mask, region_masks, render_faces, template_landmarks
+from workbench.views import PartMaskConfig, part_mask, render_faces
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -75,24 +76,6 @@ def test_margin_scales_with_image_size():
     torch.testing.assert_close(a_small, a_big, atol=0.01, rtol=0.05)  # same fraction of the image
 
 
-def test_region_masks():
-    _, lm = faces(4)
-    masks = region_masks(lm, 64, ("eyes", "mouth", [30, 31, 35]))
-    assert masks.shape == (4, 3, 64, 64) and masks.dtype == torch.bool
-    for b in range(4):
-        mx, my = lm[b, 48:60].mean(0).round().long().tolist()
-        ex, ey = lm[b, 36:42].mean(0).round().long().tolist()
-        assert masks[b, 1, my, mx] and not masks[b, 0, my, mx]
-        assert masks[b, 0, ey, ex] and not masks[b, 1, ey, ex]
-        between = ((lm[b, 39] + lm[b, 42]) / 2).round().long().tolist()
-        assert masks[b, 0, between[1], between[0]]  # convex hull of both eyes spans the nose bridge
-    assert region_masks(lm, (48, 64), ("nose",)).shape == (4, 1, 48, 64)
-    with pytest.raises(ConfigError):
-        region_masks(lm, 64, ("tail",))
-    with pytest.raises(ConfigError):
-        part_mask(*faces(2), PartMaskConfig(parts=("ear",)), gen())
-
-
 def test_config_is_documented():
     from workbench.config import describe, from_dict, to_dict
 
@@ -118,3 +101,8 @@ def test_given_draws_mask_the_same_part_in_two_views():
     assert torch.equal(pair[:6], pair[6:])
     with pytest.raises(ConfigError, match="draws"):
         part_mask(x, lm, cfg, gen(), draws=(choice, apply))
+
+
+def test_unknown_part_is_a_config_error():
+    with pytest.raises(ConfigError):
+        part_mask(*faces(2), PartMaskConfig(parts=("ear",)), gen())

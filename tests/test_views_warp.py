@@ -9,9 +9,10 @@ from _helpers import DeviceReads
 from torch import Tensor
 
 from workbench.config import describe
+from workbench.data.geometry import template_landmarks
 from workbench.data.landmarks import PARTS
 from workbench.errors import ConfigError
-from workbench.views import LocalWarpConfig, _ops, local_warp, render_faces, template_landmarks, warp
+from workbench.views import LocalWarpConfig, _ops, local_warp, render_faces, warp
 from workbench.views.warp import (
     _CUT,
     MAX_SLOPE,

@@ -35,6 +35,7 @@ from workbench.config import param
 from workbench.errors import ConfigError
 from workbench.evaluate.intervals import Score
 from workbench.io import write_json, write_text_atomic
+from workbench.results import RESULT_FILE
 
 #: generic baseline -> its face-specific counterpart (the comparisons the seed papers make)
 PAIRS: dict[str, str] = {"simclr": "sslfer", "byol": "contrawarping"}
@@ -125,8 +126,8 @@ def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bo
                                      size=cfg.image_size, seed=cfg.seed, test_fraction=0.25, val_fraction=0.1),
                          manifest.parent, progress=False)
         write_contact_sheet(manifest.parent / "contact_sheet.png", seed=cfg.seed)
-    stats_path = manifest.parent / "pixel_stats.json"
-    if not stats_path.is_file():
+    stats_path = manifest.parent / "pixel_stats"
+    if not (stats_path / RESULT_FILE).is_file():
         manifest_pixel_stats(manifest, size=min(48, cfg.image_size)).save(stats_path)
     table = compare_methods(manifest, out, cfg, progress=progress)
     story = story_lines(table, chance=1.0 / 8)

@@ -34,6 +34,10 @@ class CheckpointError(WorkbenchError):
     """A checkpoint is missing, corrupt, or not a safe tensor-only file."""
 
 
+class ResultsError(WorkbenchError):
+    """A saved results folder is missing, damaged, of another kind or from a newer workbench."""
+
+
 class TrainingDiverged(WorkbenchError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 

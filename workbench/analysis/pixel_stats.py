@@ -24,7 +24,6 @@ Images are decoded in memory for this (no cache is written), so a licensed datas
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ import numpy as np
 from workbench.data.landmarks import inter_ocular_distance, parse_landmarks
 from workbench.errors import MissingMetadataError, WorkbenchError
 from workbench.evaluate.intervals import Score, person_bootstrap, person_folds
-from workbench.io import read_json, write_json
+from workbench.results import Results
 
 #: reference figures of real posed faces (grey 48 px, subject-disjoint), from docs/RESULTS.md
 REFERENCE_SETS: dict[str, dict[str, float]] = {
@@ -42,8 +41,11 @@ REFERENCE_SETS: dict[str, dict[str, float]] = {
 
 
 @dataclass
-class PixelStats:
-    """The statistics of one face set (see the module docstring)."""
+class PixelStats(Results):
+    """The statistics of one face set (see the module docstring); a results folder (kind ``pixel-stats``)."""
+
+    kind = "pixel-stats"
+    version = 1
 
     source: str
     n_images: int
@@ -70,12 +72,12 @@ class PixelStats:
             d["landmark_probe"] = Score(**d["landmark_probe"])
         return cls(**d)
 
-    def save(self, path: str | Path) -> Path:
-        return write_json(Path(path), self.to_dict())
+    def _fields(self) -> dict[str, Any]:
+        return self.to_dict()
 
     @classmethod
-    def load(cls, path: str | Path) -> PixelStats:
-        return cls.from_dict(read_json(Path(path)))
+    def _from_saved(cls, fields: dict[str, Any], arrays: dict[str, np.ndarray]) -> PixelStats:
+        return cls.from_dict(fields)
 
     def lines(self) -> list[str]:
         """The report as terminal lines (with the reference sets beside it)."""

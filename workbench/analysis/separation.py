@@ -16,7 +16,8 @@ headline                      ``expression_over_identity`` = kappa(expression pr
                               clipped to [0, 1]; +1 = pure expression, -1 = pure identity
 ============================  ===================================================================
 
-Results persist (``save``/``load``: JSON + npz) and plot without recomputation::
+Results persist (``save``/``load``: a results folder, :mod:`workbench.results`) and plot without
+recomputation::
 
     rep = separation_report(X, expression, identity, seed=0, out_dir=run / "analysis" / "epoch-10")
     print(rep.summary())
@@ -41,13 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from workbench.analysis._persist import read_json, read_npz, write_json, write_npz
 from workbench.data.vocabulary import EXPRESSIONS, canonical_expression
 from workbench.errors import WorkbenchError
+from workbench.io import json_safe
+from workbench.results import Results
 from workbench.viz.style import FACTOR_COLORS, StylePreset, get_preset
 
-_KIND = "SeparationReport"
-_TRACK_KIND = "SeparationTrack"
 _ARRAYS = ("expression_confusion", "retrieval_ap")
 
 
@@ -58,8 +58,12 @@ def _kappa(acc: float | None, chance: float | None) -> float:
 
 
 @dataclass
-class SeparationReport:
-    """Identity-vs-expression scores of one embedding (see the module docstring for definitions)."""
+class SeparationReport(Results):
+    """Identity-vs-expression scores of one embedding (see the module docstring for definitions).
+    Persisted as a results folder (kind ``separation``; the arrays in ``arrays.npz``)."""
+
+    kind = "separation"
+    version = 1
 
     expression_linear_acc: float
     expression_linear_f1: float
@@ -205,13 +209,11 @@ class SeparationReport:
                              timeout=timeout, mpl_fallback=lambda p: self.plot_mpl(p))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path, name: str = "separation") -> Path:
-        """Write ``folder/name.json`` and ``folder/name.npz``; returns the JSON path."""
-        folder = Path(folder)
-        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
-        if arrays:
-            write_npz(folder / f"{name}.npz", arrays)
-        return write_json(folder / f"{name}.json", {"kind": _KIND, "version": 1, **self.to_dict()})
+    def _fields(self) -> dict[str, Any]:
+        return json_safe(self.to_dict())
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k in _ARRAYS if (v := getattr(self, k)) is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SeparationReport:
@@ -220,12 +222,9 @@ class SeparationReport:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod
-    def load(cls, path: str | Path, name: str = "separation") -> SeparationReport:
-        """Load from a folder written by :meth:`save` (or the JSON file itself)."""
-        p = Path(path)
-        js = p if p.suffix == ".json" else p / f"{name}.json"
-        rep = cls.from_dict(read_json(js, _KIND))
-        for k, v in read_npz(js.with_suffix(".npz")).items():
+    def _from_saved(cls, fields_: dict[str, Any], arrays: dict[str, np.ndarray]) -> SeparationReport:
+        rep = cls.from_dict(fields_)
+        for k, v in arrays.items():
             if k in _ARRAYS:
                 setattr(rep, k, v)
         return rep
@@ -399,8 +398,12 @@ def _line_style(metric: str) -> tuple[str, str]:
 
 
 @dataclass
-class SeparationTrack:
-    """Separation reports across checkpoints (``epoch -> report``), plotted as lines."""
+class SeparationTrack(Results):
+    """Separation reports across checkpoints (``epoch -> report``), plotted as lines. Persisted as a
+    results folder (kind ``separation-track``: the scalars of every report; per-query arrays are not kept)."""
+
+    kind = "separation-track"
+    version = 1
 
     reports: dict[int, SeparationReport] = field(default_factory=dict)
 
@@ -475,16 +478,9 @@ class SeparationTrack:
         return export_figure(self.plot(metrics), out_dir, name, preset=style, data=self._data(metrics),
                              card=card, timeout=timeout, mpl_fallback=lambda p: self.plot_mpl(p, metrics))
 
-    def save(self, folder: str | Path, name: str = "separation-track") -> Path:
-        """Write ``folder/name.json`` (scalars of every report; per-query arrays are not kept)."""
-        return write_json(Path(folder) / f"{name}.json", {
-            "kind": _TRACK_KIND, "version": 1,
-            "reports": {str(e): r.to_dict() for e, r in sorted(self.reports.items())}})
+    def _fields(self) -> dict[str, Any]:
+        return {"reports": {str(e): json_safe(r.to_dict()) for e, r in sorted(self.reports.items())}}
 
     @classmethod
-    def load(cls, path: str | Path, name: str = "separation-track") -> SeparationTrack:
-        """Load from a folder written by :meth:`save` (or the JSON file itself)."""
-        p = Path(path)
-        js = p if p.suffix == ".json" else p / f"{name}.json"
-        d = read_json(js, _TRACK_KIND)
-        return cls({int(e): SeparationReport.from_dict(r) for e, r in d["reports"].items()})
+    def _from_saved(cls, fields: dict[str, Any], arrays: dict[str, np.ndarray]) -> SeparationTrack:
+        return cls({int(e): SeparationReport.from_dict(r) for e, r in fields["reports"].items()})

@@ -1,15 +1,18 @@
 """Run-level analyses: compute once, persist in the run folder, re-plot from disk.
 
 Every function takes run folders and a manifest, reuses cached embeddings
-(:func:`workbench.evaluate.embeddings.extract_embeddings`) and persists its results object under
-``RUN_DIR/analysis/<kind>-<checkpoint>-<manifest key>/`` (or ``out_dir``). A second call with the
-same checkpoint and manifest loads the saved result instead of recomputing, so re-plotting never
-recomputes a model, an embedding or a UMAP. Pass ``recompute=True`` to force it.
+(:func:`workbench.evaluate.embeddings.extract_embeddings`) and saves its results objects
+(:mod:`workbench.results`) under ``RUN_DIR/analysis/``: per checkpoint and manifest in
+``<kind>-<checkpoint>-<manifest key>/``, and across checkpoints in ``separation-track-<manifest key>/``
+and ``aligned-umap-<feature>-s<seed>-<manifest key>/``. The separation, UMAP and attention functions load
+a saved result instead of recomputing it (``recompute=True`` forces it), so re-plotting never
+recomputes a model, an embedding or a UMAP; :func:`compare_runs` re-scores its probes on every call
+(they are cheap on cached embeddings) and overwrites ``eval-*/<protocol>/``.
 
 - :func:`compare_runs` — probe / kNN table of several runs (expression and identity);
 - :func:`separation_for_run` / :func:`separation_for_runs` — identity-vs-expression report;
 - :func:`separation_over_training` — the report at every numbered checkpoint (a SeparationTrack);
-- :func:`umap_for_runs` — one map per run, stacked with a ``run`` column (facet on it);
+- :func:`umap_for_runs` — one map per run (each persisted), stacked with a ``run`` column (facet on it);
 - :func:`aligned_umap_over_training` — AlignedUMAP over a run's checkpoints (``epoch`` column);
 - :func:`attention_for_run` — Grad-CAM region scores (:mod:`workbench.explain`);
 - :func:`write_figure_set` — the standard paper figures + a LaTeX table.
@@ -26,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.io import read_jsonl, write_json
+from workbench.results import RESULT_FILE
 
 #: protocols of the comparison table: name -> EvalConfig fields
 DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -55,7 +59,7 @@ def _folder(run, kind: str, manifest) -> Path:
 
 
 def run_label(run) -> str:
-    """Readable run name: ``{method}_{backbone}_{batch}b-{epochs}e_s{seed}`` unless the folder is named."""
+    """The run's folder name (how runs are labelled in tables and figures)."""
     return run.path.name
 
 
@@ -65,7 +69,9 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
     """One row per run, one column per protocol (accuracy); also macro-F1 columns.
 
     Expression is evaluated subject-disjoint (kNN without same-identity neighbours); identity on a
-    per-identity split ("identity leakage": lower is better for an expression embedding).
+    per-identity split ("identity leakage": lower is better for an expression embedding). Each
+    protocol's :class:`~workbench.evaluate.protocols.EvalResult` is saved in ``eval-*/<protocol>/``;
+    ``out`` also writes the table as CSV.
     """
     from workbench.config import from_dict
     from workbench.evaluate.embeddings import extract_embeddings
@@ -83,7 +89,7 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
         for name, fields in protocols.items():
             cfg = from_dict(EvalConfig, {"seed": seed, "label_fraction": label_fraction, **fields})
             res = evaluate_embedding_set(emb.get(cfg.feature), emb.meta, cfg)
-            res.save(_folder(run, "eval", m) / f"{name}.json")
+            res.save(_folder(run, "eval", m) / name)
             row[name] = res.accuracy
             row[f"{name}_f1"] = res.macro_f1
         rows.append(row)
@@ -105,7 +111,7 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
     folder = _folder(run, f"separation-{feature}", m)
-    if not recompute and (folder / "separation.json").is_file():
+    if not recompute and (folder / RESULT_FILE).is_file():
         return SeparationReport.load(folder)
     m.require("expression", "identity", purpose="the identity-vs-expression analysis")
     emb = extract_embeddings(run, m)
@@ -123,7 +129,8 @@ def separation_for_runs(run_dirs: Sequence[str | Path], manifest, **kw) -> dict[
 
 
 def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed: int = 0, recompute: bool = False):
-    """SeparationReport at each numbered checkpoint of a run, collected in a SeparationTrack."""
+    """SeparationReport at each numbered checkpoint of a run (each persisted and reused), collected in a
+    SeparationTrack that is saved in ``separation-track-<manifest key>/``."""
     from workbench.analysis.separation import SeparationTrack
     from workbench.errors import CheckpointError
     from workbench.train.run import list_checkpoints
@@ -143,7 +150,8 @@ def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed:
 
 def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "umap", seed: int = 0,
                   checkpoint: str = "last", feature: str = "feats", recompute: bool = False):
-    """A 2-D map (UMAP or PCA) per run, stacked into one EmbeddingMap with a ``run`` column."""
+    """A 2-D map (UMAP or PCA) per run (each persisted and reused), stacked into one EmbeddingMap with a
+    ``run`` column (the stack itself is not saved)."""
     import numpy as np
 
     from workbench.analysis.umap import EmbeddingMap, embedding_map
@@ -154,7 +162,7 @@ def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "um
     for rd in run_dirs:
         run = _run(rd, checkpoint)
         folder = _folder(run, f"{method}-{feature}-s{seed}", m)
-        if not recompute and (folder / "map.json").is_file():
+        if not recompute and (folder / RESULT_FILE).is_file():
             one = EmbeddingMap.load(folder)
         else:
             emb = extract_embeddings(run, m)
@@ -188,7 +196,7 @@ def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str
 
     m = _manifest(manifest)
     folder = Path(run_dir) / "analysis" / f"aligned-umap-{feature}-s{seed}-{m.fingerprint()[:10]}"
-    if not recompute and (folder / "map.json").is_file():
+    if not recompute and (folder / RESULT_FILE).is_file():
         return EmbeddingMap.load(folder)
     cks = list_checkpoints(run_dir)
     if len(cks) < 2:
@@ -215,7 +223,7 @@ def attention_for_run(run_dir, manifest, *, target: str = "prototype", checkpoin
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
     folder = _folder(run, f"attention-{target}-n{n_per_expression}-s{seed}", m)
-    if not recompute and (folder / "meta.json").is_file():
+    if not recompute and (folder / RESULT_FILE).is_file():
         return AttentionResult.load(folder)
     if layer is None:
         layer = default_cam_layer(run)

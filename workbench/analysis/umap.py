@@ -7,8 +7,9 @@
 - :func:`compute_aligned_maps` - :class:`umap.AlignedUMAP` over several checkpoints of the *same rows*,
   so axes stay comparable between epochs (an independent UMAP per epoch can flip and rotate freely).
 - :class:`EmbeddingMap` - coordinates + one metadata row per point (expression, identity, view, run,
-  epoch, path...), saved as ``npz`` + parquet (CSV when pyarrow is missing) + JSON; :meth:`~EmbeddingMap.plot`
-  returns a plotly scatter with the fixed expression palette, facets and hover columns.
+  epoch, path...), saved as a results folder (:mod:`workbench.results`, kind ``embedding-map``);
+  :meth:`~EmbeddingMap.plot` returns a plotly scatter with the fixed expression palette, facets and
+  hover columns.
 
 Parameter advice (UMAP): ``n_neighbors`` 15 (5-50; larger = more global structure), ``min_dist`` 0.1
 (0-0.5; smaller = tighter clusters), ``metric`` "cosine" for SSL features.
@@ -31,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from workbench.analysis._persist import read_json, read_npz, write_json, write_npz
 from workbench.errors import WorkbenchError, require
+from workbench.results import Results, frame_from_arrays, frame_to_arrays
 from workbench.viz.style import StylePreset, category_order, color_map_for, get_preset
 
 METHODS = ("umap", "pca")
-_KIND = "EmbeddingMap"
 DEFAULT_HOVER = ("expression", "identity", "view", "epoch", "path")
 
 
@@ -128,8 +128,12 @@ def _metadata(meta: Any, n: int) -> Any:
 
 
 @dataclass
-class EmbeddingMap:
-    """2-D coordinates + per-point metadata (+ how they were computed). Rows align with ``meta``."""
+class EmbeddingMap(Results):
+    """2-D coordinates + per-point metadata (+ how they were computed). Rows align with ``meta``.
+    Persisted as a results folder (kind ``embedding-map``)."""
+
+    kind = "embedding-map"
+    version = 1
 
     coords: np.ndarray
     meta: Any
@@ -237,44 +241,18 @@ class EmbeddingMap:
                              mpl_fallback=lambda p: self.plot_mpl(p, color=color, facet=facet))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path, name: str = "map") -> Path:
-        """Write ``name.npz`` (coords), ``name.parquet`` (or ``name.csv``) metadata and ``name.json``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_npz(folder / f"{name}.npz", {"coords": self.coords})
-        try:
-            require("pyarrow")
-            meta_file = f"{name}.parquet"
-            self.meta.to_parquet(folder / meta_file, index=False)
-        except WorkbenchError:
-            meta_file = f"{name}.csv"
-            self.meta.to_csv(folder / meta_file, index=False)
-        dtypes = {str(c): str(t) for c, t in self.meta.dtypes.items()}
-        return write_json(folder / f"{name}.json", {"kind": _KIND, "version": 1, "method": self.method,
-                                                            "params": self.params, "meta_file": meta_file,
-                                                            "columns": list(map(str, self.meta.columns)),
-                                                            "dtypes": dtypes, "n": int(self.coords.shape[0])})
+    def _fields(self) -> dict[str, Any]:
+        _, spec = frame_to_arrays("meta", self.meta)
+        return {"method": self.method, "params": self.params, "meta": spec}
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays, _ = frame_to_arrays("meta", self.meta)
+        return {"coords": self.coords, **arrays}
 
     @classmethod
-    def load(cls, path: str | Path, name: str = "map") -> EmbeddingMap:
-        """Load a map written by :meth:`save` (folder or its JSON file); never recomputes."""
-        import pandas as pd
-
-        p = Path(path)
-        js = p if p.suffix == ".json" else p / f"{name}.json"
-        d = read_json(js, _KIND)
-        coords = read_npz(js.with_suffix(".npz")).get("coords")
-        if coords is None:
-            raise WorkbenchError(f"{js.with_suffix('.npz')}: coordinates missing")
-        mf = js.parent / d["meta_file"]
-        if mf.suffix == ".parquet":
-            meta = pd.read_parquet(mf)
-        elif d["columns"]:
-            text_cols = {c: str for c, t in d["dtypes"].items() if not t.startswith(("int", "float", "bool"))}
-            meta = pd.read_csv(mf, dtype=text_cols)
-        else:
-            meta = None
-        return cls(coords=coords, meta=meta, method=d["method"], params=d["params"])
+    def _from_saved(cls, fields: dict[str, Any], arrays: dict[str, np.ndarray]) -> EmbeddingMap:
+        return cls(coords=arrays["coords"], meta=frame_from_arrays("meta", fields["meta"], arrays),
+                   method=fields["method"], params=fields["params"])
 
 
 def embedding_map(X: Any, meta: Any = None, *, method: str = "umap", seed: int = 0, n_neighbors: int = 15,

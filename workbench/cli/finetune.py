@@ -14,7 +14,7 @@ def register(sub) -> None:
                                    "the expression column (subject-disjoint split), and report accuracy and "
                                    "macro-F1 overall and per view. --from-scratch trains the same architecture "
                                    "from random weights (the comparison CL-MEx makes). The result is saved in "
-                                   "RUN_DIR/analysis/finetune-*.json.")
+                                   "RUN_DIR/analysis/finetune-*/.")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="manifest CSV with expression (+ identity/split, view)")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")

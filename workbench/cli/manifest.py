@@ -65,7 +65,7 @@ def register(sub) -> None:
     st.add_argument("--seed", type=seed_arg, default=0, help="seed of the folds and the bootstrap [default: 0]")
     st.add_argument("--max-images", type=int, default=4000, help="whole people are kept up to this many "
                                                                   "images [default: 4000]")
-    st.add_argument("--out", help="also write the statistics as JSON to this file")
+    st.add_argument("--out", help="also save the statistics as a results folder here")
     st.add_argument("--json", action="store_true", help="print JSON instead of the report")
     st.set_defaults(func=run_stats)
 
@@ -83,7 +83,7 @@ def _need_format(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from workbench.data.manifest import validate_manifest
+    from workbench.data.validation import validate_manifest
 
     report = validate_manifest(args.manifest, check_files=not args.no_files, deep=args.deep,
                                max_listed=args.max_listed)

@@ -4,7 +4,7 @@ Pipeline per image: :func:`~workbench.data.images.read_image` -> dlib HOG fronta
 (``get_frontal_face_detector``; the CNN ``mmod_human_face_detector`` as a fallback when HOG finds
 nothing, slow on CPU) -> the largest face -> 68 landmarks (``shape_predictor_68_face_landmarks``) ->
 a similarity transform (rotation, uniform scale, translation; Umeyama least squares) that maps the
-chosen landmark points onto :data:`TEMPLATE_68` placed in a ``size`` x ``size`` crop -> crop.
+chosen landmark points onto :data:`workbench.data.geometry.TEMPLATE_68` placed in a ``size`` x ``size`` crop -> crop.
 
 :func:`align_manifest` does this for a whole manifest: crops are written under ``OUT/crops/``,
 ``OUT/manifest.csv`` keeps every original column (paths to the crops, ``landmarks`` in crop
@@ -32,48 +32,10 @@ from typing import Any
 import numpy as np
 
 from workbench.config import param
+from workbench.data.geometry import apply_transform, canonical_landmarks, similarity_transform
 from workbench.data.images import ImageReadError, blank_reason, read_image
 from workbench.data.landmarks import ALIGN_POINTS, EYES, NOSE, PARTS, format_landmarks, parse_landmarks
 from workbench.errors import ConfigError, ManifestError, OptionalDependencyError, require
-
-#: 68-point mean face shape (x, y), from OpenFace ``align_dlib.py`` (Copyright 2015-2016 Carnegie
-#: Mellon University, Apache-2.0): dlib's 68-point layout, face width ~0.89, brow-to-chin ~0.87.
-TEMPLATE_68 = np.array([
-    (0.0792396913815, 0.339223741112), (0.0829219487236, 0.456955367943),
-    (0.0967927109165, 0.575648016728), (0.122141515615, 0.691921601066),
-    (0.168687863544, 0.800341263616), (0.239789390707, 0.895732504778),
-    (0.325662452515, 0.977068762493), (0.422318282013, 1.04329000149),
-    (0.531777802068, 1.06080371126), (0.641296298053, 1.03981924107),
-    (0.738105872266, 0.972268833998), (0.824444363295, 0.889624082279),
-    (0.894792677532, 0.792494155836), (0.939395486253, 0.681546643421),
-    (0.96111933829, 0.562238253072), (0.970579841181, 0.441758925744),
-    (0.971193274221, 0.322118743967), (0.163846223133, 0.249151738053),
-    (0.21780354657, 0.204255863861), (0.291299351124, 0.192367318323),
-    (0.367460241458, 0.203582210627), (0.4392945113, 0.233135599851),
-    (0.586445962425, 0.228141644834), (0.660152671635, 0.195923841854),
-    (0.737466449096, 0.182360984545), (0.813236546239, 0.192828009114),
-    (0.8707571886, 0.235293377042), (0.51534533827, 0.31863546193),
-    (0.516221448289, 0.396200446263), (0.517118861835, 0.473797687758),
-    (0.51816430343, 0.553157797772), (0.433701156035, 0.604054457668),
-    (0.475501237769, 0.62076344024), (0.520712933176, 0.634268222208),
-    (0.565874114041, 0.618796581487), (0.607054002672, 0.60157671656),
-    (0.252418718401, 0.331052263829), (0.298663015648, 0.302646354002),
-    (0.355749724218, 0.303020650651), (0.403718978315, 0.33867711083),
-    (0.352507175597, 0.349987615384), (0.296791759886, 0.350478978225),
-    (0.631326076346, 0.334136672344), (0.679073381078, 0.29645404267),
-    (0.73597236153, 0.294721285802), (0.782865376271, 0.321305281656),
-    (0.740312274764, 0.341849376713), (0.68499850091, 0.343734332172),
-    (0.353167761422, 0.746189164237), (0.414587777921, 0.719053835073),
-    (0.477677654595, 0.706835892494), (0.522732900812, 0.717092275768),
-    (0.569832064287, 0.705414478982), (0.635195811927, 0.71565572516),
-    (0.69951672331, 0.739419187253), (0.639447159575, 0.805236879972),
-    (0.576410514055, 0.835436670169), (0.525398405766, 0.841706377792),
-    (0.47641545769, 0.837505914975), (0.41379548902, 0.810045601727),
-    (0.380084785646, 0.749979603086), (0.477955996282, 0.74513234612),
-    (0.523389793327, 0.748924302636), (0.571057789237, 0.74332894691),
-    (0.672409137852, 0.744177032192), (0.572539621444, 0.776609286626),
-    (0.5240106503, 0.783370783245), (0.477561227414, 0.778476346951),
-], dtype=np.float64)
 
 #: landmark subsets the similarity transform can be fitted on
 POINT_SETS: dict[str, tuple[int, ...]] = {
@@ -141,48 +103,6 @@ class AlignReport:
 # ---------------------------------------------------------------------------------------------
 # geometry
 # ---------------------------------------------------------------------------------------------
-
-
-def canonical_landmarks(size: int = 112, face_fraction: float = 0.7) -> np.ndarray:
-    """:data:`TEMPLATE_68` placed in a ``size`` crop: landmark box ``face_fraction`` of the width,
-    centred horizontally, its centre at 0.54 of the height (room for the forehead). (68, 2) float64."""
-    t = TEMPLATE_68
-    lo, hi = t.min(axis=0), t.max(axis=0)
-    scale = face_fraction * size / (hi[0] - lo[0])
-    centre = (lo + hi) / 2.0
-    target = np.array([0.5 * size, 0.54 * size]) - 0.5  # pixel-centre coordinates
-    return (t - centre) * scale + target
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping
-    ``src`` (N, 2) onto ``dst`` (N, 2) (Umeyama 1991). Returns a (2, 3) matrix ``[sR | t]``."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(f"need two (N>=2, 2) point sets of equal shape, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
-    if var_s <= 1e-12:
-        raise ValueError("source points are all identical")
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
-
-
-def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (2, 3) affine matrix to (..., 2) points."""
-    pts = np.asarray(points, dtype=np.float64)
-    return pts @ m[:, :2].T + m[:, 2]
 
 
 def warp_image(image: np.ndarray, m: np.ndarray, size: int, fill: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:

@@ -11,7 +11,7 @@ features and trains BOTH with cross-entropy on ``expression``:
 - optimiser: AdamW (``lr``, ``weight_decay``), cosine decay per step, batch ``batch_size``, light
   augmentation (crop 0.8-1, flip, mild colour jitter) unless ``augment=False``;
 - result: accuracy and macro-F1 overall, per class and **per view** (column ``view``, e.g. the 5
-  KDEF/DDCF angles), persisted as ``RUN_DIR/analysis/finetune-<tag>.json``.
+  KDEF/DDCF angles), persisted as the results folder ``RUN_DIR/analysis/finetune-<tag>/``.
 
 The recipe (head, optimiser, epochs, split protocol) of the CL-MEx paper is UNVERIFIED; this is the
 library's protocol, applied identically to pretrained and from-scratch encoders. Advice: lr 1e-4 to
@@ -21,9 +21,8 @@ library's protocol, applied identically to pretrained and from-scratch encoders.
 from __future__ import annotations
 
 import copy
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.errors import ConfigError, MissingMetadataError, WorkbenchError
+from workbench.errors import ConfigError, MissingMetadataError
 from workbench.evaluate.intervals import person_bootstrap, person_folds
+from workbench.io import json_safe
+from workbench.results import Results
 
 #: below this many test people the split gives no usable interval: person-wise CV (as EvalConfig.min_test_people)
 MIN_TEST_PEOPLE = 12
@@ -62,8 +63,12 @@ class Classifier(nn.Module):
 
 
 @dataclass
-class FinetuneResult:
-    """Scores of one fine-tuning run (overall, per class, per view). ``path`` is where it was saved."""
+class FinetuneResult(Results):
+    """Scores of one fine-tuning run (overall, per class, per view). ``path`` is the results folder it
+    was saved in (kind ``finetune``)."""
+
+    kind = "finetune"
+    version = 1
 
     run: str
     checkpoint: str
@@ -90,12 +95,9 @@ class FinetuneResult:
     path: str | None = None
     split_rule: str = ""
 
-    kind: str = "finetune"
-
     def to_dict(self) -> dict[str, Any]:
-        from workbench.io import json_safe
-
-        return json_safe(asdict(self))
+        """JSON-friendly dict (with ``kind``)."""
+        return {"kind": self.kind, **json_safe(asdict(self))}
 
     def summary(self) -> str:
         """One line, e.g. ``finetune (pretrained, 10% labels): acc 0.712  macro-F1 0.70  | -60: 0.55 ...``."""
@@ -108,26 +110,18 @@ class FinetuneResult:
         return (f"finetune ({init}, {self.label_fraction:.0%} labels, n={self.n_train}/{self.n_test}): "
                 f"acc {self.accuracy:.3f}{ci}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}{rule}){tail}")
 
-    def save(self, path: str | Path) -> Path:
-        from workbench.io import write_json
+    def save(self, folder: str | Path) -> Path:
+        """Write the results folder (and remember it in ``path``)."""
+        self.path = str(Path(folder))
+        return super().save(folder)
 
-        p = Path(path)
-        self.path = str(p)
-        write_json(p, self.to_dict())
-        return p
+    def _fields(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
 
     @classmethod
-    def load(cls, path: str | Path) -> FinetuneResult:
-        p = Path(path)
-        if not p.is_file():
-            raise WorkbenchError(f"fine-tuning result not found: {p}")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-            if d.get("kind") != "finetune":
-                raise TypeError("kind is not 'finetune'")
-            return cls(**d)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise WorkbenchError(f"{p}: not a fine-tuning result ({exc})") from None
+    def _from_saved(cls, fields_: dict[str, Any], arrays: dict[str, np.ndarray]) -> FinetuneResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in fields_.items() if k in names})
 
 
 def _view_key(v: str) -> tuple[int, float, str]:
@@ -338,7 +332,7 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
         tag = (f"{result.checkpoint}-{Path(result.manifest).parent.name}-{Path(result.manifest).stem}-{manifest_id}"
                f"-lf{label_fraction:g}-e{epochs}-lr{lr:g}-b{batch_size}-wd{weight_decay:g}"
                f"-{'aug' if augment else 'noaug'}-s{seed}").replace("/", "_").replace(" ", "_")
-        result.save(Path(loaded.path) / "analysis" / f"finetune-{tag}.json")
+        result.save(Path(loaded.path) / "analysis" / f"finetune-{tag}")
     return result
 
 

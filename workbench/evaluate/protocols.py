@@ -16,15 +16,13 @@ Typical use::
     tr, te = subject_disjoint_split(identity, seed=0, test_fraction=0.3)
     res = evaluate_embeddings(X[tr], expr[tr], X[te], expr[te], EvalConfig(protocol="knn"),
                               class_names=EXPRESSIONS, train_groups=identity[tr], test_groups=identity[te])
-    res.save(run_dir / "analysis" / "knn-expression.json")
+    res.save(run_dir / "analysis" / "knn-expression")
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -35,7 +33,8 @@ from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.evaluate import metrics as M
 from workbench.evaluate.intervals import person_bootstrap
-from workbench.io import json_safe, write_json, write_npz
+from workbench.io import json_safe
+from workbench.results import Results
 
 CLASSIFICATION_TARGETS = ("expression", "identity")
 REGRESSION_TARGETS = ("valence", "arousal")
@@ -152,9 +151,13 @@ class EvalConfig:
 
 
 @dataclass
-class EvalResult:
+class EvalResult(Results):
     """Scores of one :func:`evaluate_embeddings` call. Classification fields are ``None`` for
-    regression targets and vice versa. ``chance`` is the majority-class rate of the test set."""
+    regression targets and vice versa. ``chance`` is the majority-class rate of the test set.
+    Persisted as a results folder (:class:`workbench.results.Results`, kind ``eval``)."""
+
+    kind = "eval"
+    version = 1
 
     protocol: str
     target: str
@@ -198,30 +201,16 @@ class EvalResult:
         return (f"{head} acc {self.accuracy:.3f}{ci}  macro-F1 {self.macro_f1:.3f}  (chance {self.chance:.3f}"
                 f"{rule}{few})")
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (JSON) and, when predictions are held, ``path`` with suffix ``.npz``."""
-        p = Path(path)
-        write_json(p, self.to_dict())
-        if self.predictions is not None:
-            write_npz(p.with_suffix(".npz"), {"predictions": np.asarray(self.predictions)})
-        return p
+    def _fields(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k in ("predictions", "test_rows") if (v := getattr(self, k)) is not None}
 
     @classmethod
-    def load(cls, path: str | Path) -> EvalResult:
-        """Read a result written by :meth:`save`."""
-        p = Path(path)
-        if not p.is_file():
-            raise WorkbenchError(f"evaluation result not found: {p}")
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-            res = cls(**d)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise WorkbenchError(f"{p}: not an evaluation result ({exc})") from None
-        npz = p.with_suffix(".npz")
-        if npz.is_file():
-            with np.load(npz, allow_pickle=False) as z:
-                res.predictions = z["predictions"]
-        return res
+    def _from_saved(cls, fields_: dict[str, Any], arrays: dict[str, np.ndarray]) -> EvalResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in fields_.items() if k in names}, **arrays)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -29,7 +29,6 @@ from workbench.explain.regions import (
     pointing_game,
     region_masks,
     region_scores,
-    template_landmarks,
 )
 from workbench.explain.targets import (
     FunctionTarget,
@@ -46,5 +45,5 @@ __all__ = [
     "IdentityCentroidSimilarity", "OtherViewSimilarity", "PrototypeSimilarity", "ProbeLogit", "RegionScores",
     "Target", "class_prototypes", "compute_attention", "expected_mask", "expected_regions", "explain_batch",
     "fixed_view", "moving_region_share", "moving_regions", "pointing_game", "region_masks", "region_scores",
-    "score_heatmaps", "template_landmarks",
+    "score_heatmaps",
 ]

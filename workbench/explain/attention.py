@@ -3,8 +3,8 @@
 ``compute_attention(run, manifest)`` picks a balanced, seeded set of faces per expression, runs
 Grad-CAM for an embedding target (expression prototype, identity centroid, another view, or a
 linear-probe logit), scores the maps per facial region (:mod:`.regions`) and the pointing game,
-and returns an :class:`AttentionResult`. The result is a folder of plain files; plotting and
-overlays read only those files, so re-plotting never recomputes the model::
+and returns an :class:`AttentionResult`. The result is a results folder (:mod:`workbench.results`);
+plotting and overlays read only its files, so re-plotting never recomputes the model::
 
     res = compute_attention("runs/simclr", "data/manifest.csv", target="prototype")
     res.save("runs/simclr/analysis/attention-prototype")
@@ -39,10 +39,10 @@ from workbench.explain.regions import (
     region_masks,
     region_scores,
 )
+from workbench.results import Results, frame_from_arrays, frame_to_arrays
 
 #: target kinds of :func:`compute_attention`
 TARGETS: tuple[str, ...] = ("prototype", "identity", "view", "probe")
-KIND = "attention"
 _TEXT_COLUMNS = ("path", "split", "expression", "identity", "target")
 
 # Okabe-Ito (+ grey for neutral), used when workbench.viz.style is not available
@@ -67,7 +67,7 @@ def expression_palette() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class AttentionResult:
+class AttentionResult(Results):
     """Grad-CAM maps and their region scores for a set of faces.
 
     Attributes:
@@ -79,9 +79,12 @@ class AttentionResult:
             NA for neutral), ``moving_share``, ``moving_area``.
         meta: run, checkpoint, target kind, layer, image size, seed, region list...
 
-    Folder layout (:meth:`save`): ``heatmaps.npy``, ``images.npy``, ``landmarks.npy``,
-    ``scores.csv``, ``meta.json`` (written last: a folder without it is incomplete).
+    Persisted as a results folder (kind ``attention``): ``meta`` in ``result.json``; maps, faces,
+    landmarks and the score table in ``arrays.npz``.
     """
+
+    kind = "attention"
+    version = 1
 
     heatmaps: np.ndarray
     images: np.ndarray
@@ -107,47 +110,20 @@ class AttentionResult:
         return list(self.meta.get("regions", REGIONS))
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
-        """Write the result into ``folder`` (created; each file written atomically)."""
-        from workbench.io import atomic_write, write_json
+    def _fields(self) -> dict[str, Any]:
+        arrays, spec = frame_to_arrays("scores", self.scores)
+        return {"meta": self.meta, "scores": spec}
 
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "meta.json").unlink(missing_ok=True)  # incomplete until rewritten last
-
-        def npy(name: str, arr: np.ndarray) -> None:
-            def write(p: Path) -> None:
-                with open(p, "wb") as fh:
-                    np.save(fh, arr, allow_pickle=False)
-            atomic_write(out / name, write)
-
-        npy("heatmaps.npy", np.asarray(self.heatmaps, dtype=np.float16))
-        npy("images.npy", np.asarray(self.images, dtype=np.uint8))
-        npy("landmarks.npy", np.asarray(self.landmarks, dtype=np.float32))
-        atomic_write(out / "scores.csv", lambda p: self.scores.to_csv(p, index=False, lineterminator="\n"))
-        write_json(out / "meta.json", {"kind": KIND, **self.meta})
-        return out
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays, _ = frame_to_arrays("scores", self.scores)
+        return {"heatmaps": np.asarray(self.heatmaps, dtype=np.float16),
+                "images": np.asarray(self.images, dtype=np.uint8),
+                "landmarks": np.asarray(self.landmarks, dtype=np.float32), **arrays}
 
     @classmethod
-    def load(cls, folder: str | Path) -> AttentionResult:
-        """Read a folder written by :meth:`save` (no model needed)."""
-        from workbench.io import read_json
-
-        src = Path(folder)
-        if not (src / "meta.json").is_file():
-            raise WorkbenchError(f"{src} is not a saved attention result (no meta.json; interrupted save?)")
-        meta = read_json(src / "meta.json")
-        if not isinstance(meta, dict) or meta.pop("kind", None) != KIND:
-            raise WorkbenchError(f"{src}/meta.json is not an attention result")
-        arrays = {}
-        for name in ("heatmaps", "images", "landmarks"):
-            p = src / f"{name}.npy"
-            if not p.is_file():
-                raise WorkbenchError(f"{src}: {p.name} is missing")
-            arrays[name] = np.load(p, allow_pickle=False)
-        scores = pd.read_csv(src / "scores.csv", dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False,
-                             na_values=[""])
-        return cls(arrays["heatmaps"], arrays["images"], arrays["landmarks"], scores, meta)
+    def _from_saved(cls, fields: dict[str, Any], arrays: dict[str, np.ndarray]) -> AttentionResult:
+        scores = frame_from_arrays("scores", fields["scores"], arrays)
+        return cls(arrays["heatmaps"], arrays["images"], arrays["landmarks"], scores, dict(fields["meta"]))
 
     # -- tables --------------------------------------------------------------------------------
     def summary(self) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from workbench.data.geometry import convex_hull, pad_polygons, polygon_distance
 from workbench.data.landmarks import (
     BROWS,
     EYES,
@@ -175,66 +176,6 @@ def expected_mask(expressions: Sequence[str], table: str = "facs") -> torch.Tens
 # geometry
 # ---------------------------------------------------------------------------------------------
 
-def convex_hull(points: np.ndarray) -> np.ndarray:
-    """Convex hull of ``(K, 2)`` points (Andrew's monotone chain), counter-clockwise in (x, y);
-    degenerate inputs give 1 or 2 vertices."""
-    pts = np.unique(np.asarray(points, dtype=np.float64), axis=0)
-    if len(pts) <= 2:
-        return pts
-
-    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
-
-    lower: list[np.ndarray] = []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list[np.ndarray] = []
-    for p in pts[::-1]:
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    return np.asarray(lower[:-1] + upper[:-1])
-
-
-def _pad_polygons(polys: list[np.ndarray]) -> torch.Tensor:
-    """List of (K_i, 2) polygons → (B, K, 2), padded by repeating the last vertex (zero-length edges)."""
-    k = max(len(p) for p in polys)
-    out = np.zeros((len(polys), k, 2), dtype=np.float32)
-    for i, p in enumerate(polys):
-        out[i, : len(p)] = p
-        out[i, len(p):] = p[-1]
-    return torch.from_numpy(out)
-
-
-def polygon_distance(polys: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Distance from each grid point to each convex polygon (0 inside).
-
-    Args:
-        polys: (B, K, 2) convex polygons in either orientation (padded with repeated vertices).
-        grid: (P, 2) points.
-    Returns:
-        (B, P) distances.
-    """
-    a = polys                                    # (B, K, 2)
-    b = torch.roll(polys, shifts=-1, dims=1)     # next vertex
-    e = b - a                                    # (B, K, 2)
-    d = grid[None, None] - a[:, :, None]         # (B, K, P, 2)
-    cross = e[..., None, 0] * d[..., 1] - e[..., None, 1] * d[..., 0]  # (B, K, P)
-    valid = (e.norm(dim=-1) > 1e-6)[..., None]   # ignore zero-length edges
-    eps = 1e-4
-    pos = torch.where(valid, cross >= -eps, torch.ones_like(cross, dtype=torch.bool)).all(dim=1)
-    neg = torch.where(valid, cross <= eps, torch.ones_like(cross, dtype=torch.bool)).all(dim=1)
-    n_valid = valid.squeeze(-1).sum(dim=1)       # polygons with < 3 real edges have no interior
-    inside = (pos | neg) & (n_valid >= 3)[:, None]
-    ee = (e * e).sum(-1).clamp_min(1e-12)[..., None]                    # (B, K, 1)
-    t = ((d * e[:, :, None]).sum(-1) / ee).clamp(0.0, 1.0)             # (B, K, P)
-    closest = a[:, :, None] + t[..., None] * e[:, :, None]
-    dist = (grid[None, None] - closest).norm(dim=-1).amin(dim=1)       # (B, P)
-    return torch.where(inside, torch.zeros_like(dist), dist)
-
-
 def _check_landmarks(landmarks: torch.Tensor | np.ndarray) -> torch.Tensor:
     lm = torch.as_tensor(landmarks, dtype=torch.float32).detach().cpu()
     if lm.ndim == 2:
@@ -287,7 +228,7 @@ def _masks_chunk(lm: torch.Tensor, grid: torch.Tensor, dilate: float, forehead: 
     for name, groups in _PART_POLYGONS.items():
         m = torch.zeros(lm.shape[0], grid.shape[0], dtype=torch.bool)
         for idx in groups:
-            polys = _pad_polygons([convex_hull(p[list(idx)]) for p in pts])
+            polys = pad_polygons([convex_hull(p[list(idx)]) for p in pts])
             m |= polygon_distance(polys, grid) <= radius + 1e-4
         parts[name] = m
     # "up" = from the mouth centre towards the eye centre
@@ -298,8 +239,8 @@ def _masks_chunk(lm: torch.Tensor, grid: torch.Tensor, dilate: float, forehead: 
     brows = pts[:, list(BROWS)]
     top = brows + (forehead * iod)[:, None, None] * up[:, None, :]
     face_pts = np.concatenate([pts[:, list(JAW)], brows, top], axis=1)
-    face = polygon_distance(_pad_polygons([convex_hull(p) for p in face_pts]), grid) <= 1e-4
-    lower = polygon_distance(_pad_polygons([convex_hull(p[list(JAW)]) for p in pts]), grid) <= 1e-4
+    face = polygon_distance(pad_polygons([convex_hull(p) for p in face_pts]), grid) <= 1e-4
+    lower = polygon_distance(pad_polygons([convex_hull(p[list(JAW)]) for p in pts]), grid) <= 1e-4
     taken = torch.zeros_like(face)
     named: dict[str, torch.Tensor] = {}
     for name in _PART_PRIORITY:
@@ -409,36 +350,3 @@ def moving_region_share(heatmaps: torch.Tensor, masks: torch.Tensor, expressions
     share = (mass * exp.float()).nansum(dim=1)
     bad = ~exp.any(dim=1) | torch.isnan(mass).any(dim=1)
     return torch.where(bad, torch.full_like(share, float("nan")), share)
-
-
-# ---------------------------------------------------------------------------------------------
-# a frontal template (demos, tests, drawing the region layout)
-# ---------------------------------------------------------------------------------------------
-
-def template_landmarks(size: int = 64, *, scale: float = 0.7) -> np.ndarray:
-    """A symmetric frontal 68-point layout (iBUG order) centred in a ``size`` x ``size`` image.
-
-    A schematic face, not a measured mean shape: use it for demos, tests and to draw the region
-    layout (``region_masks(template_landmarks(64), 64)``). ``scale`` = face width / image width.
-    """
-    p = np.zeros((68, 2), dtype=np.float64)
-    t = np.linspace(0.0, np.pi, 17)
-    p[0:17] = np.stack([0.5 - 0.45 * np.cos(t), 0.35 + 0.62 * np.sin(t)], 1)
-    u = np.linspace(0.0, 1.0, 5)
-    p[17:22] = np.stack([0.17 + 0.26 * u, 0.25 - 0.05 * np.sin(np.pi * u)], 1)
-    p[22:27] = np.stack([0.57 + 0.26 * u, 0.25 - 0.05 * np.sin(np.pi * u)], 1)
-    p[27:31] = np.stack([np.full(4, 0.5), np.linspace(0.34, 0.58, 4)], 1)
-    p[31:36] = [(0.42, 0.63), (0.46, 0.645), (0.5, 0.65), (0.54, 0.645), (0.58, 0.63)]
-    for start, cx in ((36, 0.31), (42, 0.69)):
-        rx, ry, cy = 0.09, 0.035, 0.37
-        p[start:start + 6] = [(cx - rx, cy), (cx - rx / 3, cy - ry), (cx + rx / 3, cy - ry),
-                              (cx + rx, cy), (cx + rx / 3, cy + ry), (cx - rx / 3, cy + ry)]
-    cx, cy = 0.5, 0.78
-    a = np.concatenate([np.pi + np.arange(7) * np.pi / 6, np.arange(1, 6) * np.pi / 6])
-    p[48:60] = np.stack([cx + 0.15 * np.cos(a), cy + 0.06 * np.sin(a)], 1)
-    a = np.concatenate([np.pi + np.arange(5) * np.pi / 4, np.arange(1, 4) * np.pi / 4])
-    p[60:68] = np.stack([cx + 0.1 * np.cos(a), cy + 0.02 * np.sin(a)], 1)
-    off_x = (1.0 - scale) / 2.0
-    off_y = (1.0 - scale * 0.97) / 2.0 + 0.05 * scale
-    xy = np.stack([off_x + scale * p[:, 0], off_y + scale * p[:, 1]], 1) * size - 0.5
-    return xy.astype(np.float32)

@@ -29,10 +29,10 @@ from workbench.views.global_aug import (
     simfle_views,
     sslfer_views,
 )
-from workbench.views.masking import PartMaskConfig, part_boxes, part_mask, region_masks
+from workbench.views.masking import PartMaskConfig, part_boxes, part_mask
 from workbench.views.preview import FAMILIES, preview_grid, save_preview
 from workbench.views.samplers import ClipSampler, IndexSampler, MultiViewSampler, RandomSampler
-from workbench.views.template import render_faces, template_landmarks
+from workbench.views.template import render_faces
 from workbench.views.warp import LocalWarpConfig, local_warp
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "pick_donors",
     "preview_grid",
     "procrustes",
-    "region_masks",
     "render_faces",
     "save_preview",
     "simclr_views",
@@ -70,5 +69,4 @@ __all__ = [
     "sslfer_views",
     "swap_with_donors",
     "swapped_landmarks",
-    "template_landmarks",
 ]

@@ -292,58 +292,6 @@ def auto_kernel_size(sigma_max: float, limit: int) -> int:
     return max(1, min(k, lim))
 
 
-# --------------------------------------------------------------------------- rasterisation
-def convex_hull_mask(points: Tensor, h: int, w: int, *, tolerance: float = 1e-3) -> Tensor:
-    """(B, H, W) bool: pixel centres inside the filled convex hull of each (B, K, 2) point set.
-
-    Batched and hull-free: an edge (i, j) supports the hull when every point lies on its left
-    (cross product >= 0); the hull is the intersection of those half-planes. For each point we keep
-    one supporting edge (hull vertices have one, interior points none), so the pixel test is one
-    (K x 3) @ (3 x HW) product per sample. ``tolerance`` (pixels) includes centres on the boundary.
-    Work is chunked over the batch to bound memory.
-    """
-    pts = points.float()
-    b, k, _ = pts.shape
-    grid = pixel_grid(h, w, pts.device).reshape(-1, 2)
-    homog = torch.cat([grid, torch.ones_like(grid[:, :1])], dim=1).T  # (3, HW)
-    chunk = max(1, min(2**23 // max(k**3, 1), 2**24 // max(k * h * w, 1)))
-    out = []
-    for s in range(0, b, chunk):  # chunks of the batch, not single samples
-        out.append(_hull_chunk(pts[s:s + chunk], homog, tolerance).view(-1, h, w))
-    return torch.cat(out, dim=0) if out else torch.zeros((0, h, w), dtype=torch.bool, device=pts.device)
-
-
-def _hull_chunk(pts: Tensor, homog: Tensor, tolerance: float) -> Tensor:
-    d = pts[:, None, :, :] - pts[:, :, None, :]  # d[b, i, j] = p_j - p_i
-    cross = d[:, :, :, None, 0] * d[:, :, None, :, 1] - d[:, :, :, None, 1] * d[:, :, None, :, 0]  # (B,i,j,m)
-    length = d.norm(dim=-1)  # (B, i, j)
-    supporting = ((cross / length.clamp_min(1e-6)[..., None]) >= -tolerance).all(dim=-1) & (length > 1e-4)
-    # keep the longest supporting edge per start point (collinear candidates give the same line)
-    score = torch.where(supporting, length, torch.full_like(length, -1.0))
-    best = score.argmax(dim=2)  # (B, K)
-    valid = score.amax(dim=2) > 0  # (B, K)
-    e = torch.gather(d, 2, best[..., None, None].expand(-1, -1, 1, 2)).squeeze(2)  # (B, K, 2)
-    norm = e.norm(dim=-1).clamp_min(1e-6)
-    # signed distance of x to edge i: (e_x (y - p_y) - e_y (x - p_x)) / |e| = a x + b y + c
-    a = -e[..., 1] / norm
-    bb = e[..., 0] / norm
-    c = (e[..., 1] * pts[..., 0] - e[..., 0] * pts[..., 1]) / norm
-    # points without a supporting edge get the always-true constraint 0 x + 0 y + 1 >= 0
-    coef = torch.stack([torch.where(valid, a, 0.0), torch.where(valid, bb, 0.0), torch.where(valid, c, 1.0)],
-                       dim=-1)
-    inside = (coef @ homog).amin(dim=1) >= -tolerance  # (B, HW)
-    return inside & valid.any(dim=1)[:, None] & _hull_area_positive(pts)[:, None]
-
-
-def _hull_area_positive(pts: Tensor) -> Tensor:
-    """(B,) True when the points are not all (nearly) collinear."""
-    c = pts - pts.mean(dim=1, keepdim=True)
-    sxx = (c[..., 0] * c[..., 0]).sum(1)
-    syy = (c[..., 1] * c[..., 1]).sum(1)
-    sxy = (c[..., 0] * c[..., 1]).sum(1)
-    return sxx * syy - sxy * sxy > 1e-6 * ((sxx + syy) ** 2).clamp_min(1e-12)
-
-
 def ellipse_mask(box: Tensor, h: int, w: int) -> Tensor:
     """(B, H, W) bool filled ellipses inscribed in boxes (B, 4) = (x0, y0, x1, y1), pixel centres."""
     grid = pixel_grid(h, w, box.device)

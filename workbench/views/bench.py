@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import torch
 
+from workbench.data.geometry import template_landmarks
 from workbench.views.faceswap import FaceSwapConfig, swap_with_donors
 from workbench.views.global_aug import GlobalViewConfig, global_augment
 from workbench.views.masking import PartMaskConfig, part_mask
-from workbench.views.template import render_faces, template_landmarks
+from workbench.views.template import render_faces
 from workbench.views.warp import LocalWarpConfig, local_warp
 
 

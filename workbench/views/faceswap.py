@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from workbench.config import param
+from workbench.data.geometry import convex_hull_mask
 from workbench.data.landmarks import ALIGN_POINTS, BROWS, EYES, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
 from workbench.dist import gather, rank_and_world
 from workbench.errors import ConfigError
@@ -127,7 +128,7 @@ def overlay_mask(landmarks: Tensor, h: int, w: int) -> Tensor:
     """(B, H, W) bool union of the filled convex hulls of the OVERLAY_GROUPS."""
     out = torch.zeros((landmarks.shape[0], h, w), dtype=torch.bool, device=landmarks.device)
     for group in OVERLAY_GROUPS:
-        out |= _ops.convex_hull_mask(_ops.take_points(landmarks, group), h, w)
+        out |= convex_hull_mask(_ops.take_points(landmarks, group), h, w)
     return out
 
 

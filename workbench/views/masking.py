@@ -114,16 +114,3 @@ def part_mask(images: Tensor, landmarks: Tensor, cfg: PartMaskConfig,
         colour = torch.zeros_like(images[:, :, :1, :1])
     out = torch.where(inside[:, None], colour.expand_as(images), images)
     return out, torch.where(apply, choice, torch.full_like(choice, -1))
-
-
-@_ops.full_precision
-def region_masks(landmarks: Tensor, size: int | tuple[int, int],
-                 parts: Sequence[str | Sequence[int]] = ("brows", "eyes", "nose", "mouth")) -> Tensor:
-    """(B, P, H, W) bool: filled convex hull of each part's landmarks (pixel centres).
-
-    ``size`` = image side or (H, W); ``parts`` = PARTS names or explicit index lists. Reused by
-    attention scoring (share of Grad-CAM mass per region) and by the face swap mask.
-    """
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    masks = [_ops.convex_hull_mask(_ops.take_points(landmarks, idx).float(), h, w) for idx in _part_indices(parts)]
-    return torch.stack(masks, dim=1)

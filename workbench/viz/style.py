@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from workbench.data.vocabulary import EXPRESSIONS
@@ -64,10 +64,6 @@ class StylePreset:
     axis_line_width: float = 0.6
     marker_size: float = 3.0
     dpi: int = 300
-
-    def with_size(self, width_in: float | None = None, height_in: float | None = None) -> StylePreset:
-        """A copy with another width and/or height."""
-        return replace(self, width_in=width_in or self.width_in, height_in=height_in or self.height_in)
 
 
 PRESETS: dict[str, StylePreset] = {

@@ -25,6 +25,7 @@ from workbench.data.builders.base import (
 )
 from workbench.data.landmarks import parse_landmarks
 from workbench.data.splits import SPLIT_ALIASES
+from workbench.data.validation import COLUMNS, RANGES
 from workbench.errors import ConfigError, ManifestError
 
 
@@ -53,8 +54,6 @@ def _table(ctx: BuildContext, name: str) -> Path:
 
 
 def _mapping(ctx: BuildContext, header: list[str], opts: CsvOptions) -> dict[str, str]:
-    from workbench.data.manifest import COLUMNS
-
     mapping = parse_mapping(opts.columns, what="--columns")
     for target, source in mapping.items():
         if target not in COLUMNS and not target.startswith("meta_"):
@@ -77,8 +76,6 @@ def _mapping(ctx: BuildContext, header: list[str], opts: CsvOptions) -> dict[str
 
 
 def build(ctx: BuildContext, opts: CsvOptions) -> list[dict[str, Any]]:
-    from workbench.data.manifest import COLUMNS, RANGES
-
     table = _table(ctx, opts.table)
     base = ctx.root / opts.images_dir if opts.images_dir else ctx.root
     labels = parse_mapping(opts.label_map)
