@@ -79,7 +79,7 @@ def _runnable(methods: tuple[str, ...], manifest: Path) -> tuple[tuple[str, ...]
         options = from_dict(cls.Config, {**cls.presets.get("cpu", {}), **STILL_IMAGE_OPTIONS.get(method, {}),
                                          **changed})
         by_config = getattr(cls, "required_columns", None)  # reads only ``self.cfg``
-        needed = by_config(SimpleNamespace(cfg=options)) if by_config else getattr(cls, "requires", ())
+        needed = by_config(SimpleNamespace(cfg=options, requires=cls.requires)) if by_config else getattr(cls, "requires", ())
         missing = [c for c in needed if c not in frame.columns or frame[c].isna().all()]
         if missing:
             skipped[name] = f"needs {', '.join(missing)}"
