@@ -37,7 +37,8 @@ def _method_smoke(device: str, quick: bool, out: Path) -> dict:
 
     from workbench.data.synth_sets import synthetic_manifest_for
     from workbench.methods import METHODS
-    from workbench.train import RunConfig, pretrain
+    from workbench.runs import pretrain
+    from workbench.train import RunConfig
 
     cuda = device.startswith("cuda")
     steps = 3 if quick else 6

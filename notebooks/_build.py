@@ -86,7 +86,8 @@ One run per method. `RunConfig` holds every setting (see `workbench methods simc
 options); the run folder gets `config.json`, `metrics.jsonl` and checkpoints. A finished run is reused."""),
     ("code", '''\
 from workbench.methods import get_method
-from workbench.train import RunConfig, pretrain
+from workbench.train import RunConfig
+from workbench.runs import pretrain
 from workbench.widgets import recipe_name
 
 runs = []
@@ -112,8 +113,8 @@ person can be recognised from the same features; lower is better for an expressi
 import pandas as pd
 
 from workbench.evaluate.protocols import EvalConfig
-from workbench.evaluate.run_eval import evaluate_run
-from workbench.train import load_run
+from workbench.runs import evaluate_run
+from workbench.runs import load_run
 
 rows = []
 for run_dir in runs:

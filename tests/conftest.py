@@ -74,7 +74,8 @@ def shared_dataset(name: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_synth, tmp_path_factory) -> Path:
     """A 2-epoch SimCLR run (resnet10t, 32 px) on the tiny synthetic set, with numbered checkpoints."""
-    from workbench.train import RunConfig, pretrain
+    from workbench.runs import pretrain
+    from workbench.train import RunConfig
 
     out = tmp_path_factory.mktemp("runs") / "simclr_tiny"
     cfg = RunConfig.from_dict({

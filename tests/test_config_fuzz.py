@@ -99,7 +99,7 @@ def test_pretrain_flags_build_a_config_or_say_why_in_one_line(flag, text):
 
     from workbench.cli.main import build_parser
     from workbench.cli.pretrain import build_config
-    from workbench.train.trainer import select_device
+    from workbench.device import select_device
 
     stderr = io.StringIO()
     try:

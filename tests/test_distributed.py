@@ -16,7 +16,8 @@ from torch import nn
 
 from workbench.dist import all_reduce_, gather, gather_with_grad, is_distributed, rank_and_world
 from workbench.errors import ConfigError, TrainingDiverged
-from workbench.train import RunConfig, load_run, pretrain
+from workbench.runs import load_run, pretrain
+from workbench.train import RunConfig
 from workbench.train.checkpoint import load_tensors
 from workbench.train.distributed import GlobalBatchNorm, convert_sync_batchnorm, shard_rows, step_seed
 
@@ -251,10 +252,11 @@ def _trace_hook(trace: str, nan: tuple[int, int] | None, stop_at: int | None, tr
 
 def _agreement_worker(rank: int, world: int, port: int, manifest: str, root: str) -> None:
     """One process of every AGREEMENT_RUNS run in turn: the real per-process entry point
-    (``distributed._worker``) in processes started once (as torchrun would)."""
+    (``workbench.runs.pretrain.distributed_worker``) in processes started once (as torchrun would)."""
     import os
 
-    from workbench.train.distributed import _worker, make_fabric
+    from workbench.runs.pretrain import distributed_worker
+    from workbench.train.distributed import make_fabric
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank), NODE_RANK="0")
     torch.set_num_threads(1)
@@ -264,7 +266,7 @@ def _agreement_worker(rank: int, world: int, port: int, manifest: str, root: str
         (Path(root) / name / "trace").mkdir(parents=True, exist_ok=True)
         hook = functools.partial(_trace_hook, str(Path(root) / name / "trace"), nan, stop_at)
         try:
-            _worker(fabric, _ddp_cfg(manifest), str(Path(root) / name / "run"), False, None, False, hook)
+            distributed_worker(fabric, _ddp_cfg(manifest), str(Path(root) / name / "run"), False, None, False, hook)
         except TrainingDiverged:
             pass  # in the trace
         fabric.barrier()

@@ -11,7 +11,7 @@ from workbench.cli.main import main
 
 
 def test_several_protocols_and_targets_in_one_call(tiny_run, tiny_synth, capsys, monkeypatch):
-    import workbench.evaluate.embeddings as emb_module
+    import workbench.runs as emb_module
 
     calls = []
     original = emb_module.extract_embeddings

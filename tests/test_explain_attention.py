@@ -177,9 +177,9 @@ def run_and_manifest(tmp_path_factory):
 
     from workbench.data.landmarks import format_landmarks
     from workbench.io import write_json
+    from workbench.runs import build_method
     from workbench.train.checkpoint import save_checkpoint
     from workbench.train.config import RunConfig
-    from workbench.train.run import build_method
 
     root = tmp_path_factory.mktemp("att-e2e")
     rows, images, lms = _faces(2, size=64, seed=1)
@@ -252,9 +252,9 @@ def test_on_the_synthetic_set_if_available(request, tmp_path):
     except pytest.FixtureLookupError:
         pytest.skip("no tiny_synth fixture")
     from workbench.io import write_json
+    from workbench.runs import build_method
     from workbench.train.checkpoint import save_checkpoint
     from workbench.train.config import RunConfig
-    from workbench.train.run import build_method
 
     cfg = RunConfig.from_dict({"method": "simclr", "data": {"manifest": str(tiny_synth), "image_size": 48},
                                "model": {"backbone": "resnet10t"},

@@ -14,7 +14,7 @@ def test_export_loads_into_plain_timm_and_matches_the_run(tiny_run, tmp_path, ca
     import safetensors.torch
     import timm
 
-    from workbench.train import load_run
+    from workbench.runs import load_run
 
     out = tmp_path / "backbone.safetensors"
     assert main(["export", str(tiny_run), "--out", str(out)]) == 0
@@ -43,6 +43,6 @@ def test_export_bad_input_is_one_line(tiny_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["vit_tiny_patch16_224"])
 def test_export_card_carries_the_image_size_for_vits(name, tmp_path):
-    from workbench.models.export import _load_lines
+    from workbench.runs.export import _load_lines
 
     assert "img_size=64" in _load_lines(name, "b.safetensors", 64, False)[1]

@@ -8,6 +8,7 @@ import torch
 
 from workbench.errors import MissingMetadataError, WorkbenchError
 from workbench.evaluate.finetune import FinetuneResult, build_classifier, finetune
+from workbench.runs import finetune_run
 
 S = 32
 
@@ -17,7 +18,8 @@ S = 32
 @pytest.fixture(scope="module")
 def run_and_data(tmp_path_factory):
     from workbench.data.synth import SynthConfig, generate_dataset
-    from workbench.train import RunConfig, load_run, pretrain
+    from workbench.runs import load_run, pretrain
+    from workbench.train import RunConfig
 
     root = tmp_path_factory.mktemp("finetune")
     man = generate_dataset(SynthConfig(identities=4, images_per_identity=8, size=S, views=5), root / "data",
@@ -35,7 +37,7 @@ def test_finetune_scores_every_view_and_is_saved(run_and_data):
     import pandas as pd
 
     run, man = run_and_data
-    res = finetune(run, man, epochs=1, lr=1e-3, seed=0, device="cpu", batch_size=16, min_test_people=0)
+    res = finetune_run(run, man, epochs=1, lr=1e-3, seed=0, device="cpu", batch_size=16, min_test_people=0)
     frame = pd.read_csv(man)
     test_views = sorted({str(v) for v in frame.loc[frame["split"] == "test", "view"]}, key=float)
     assert list(res.per_view) == test_views and len(test_views) == 5
@@ -45,7 +47,7 @@ def test_finetune_scores_every_view_and_is_saved(run_and_data):
         assert 0.0 <= d["accuracy"] <= 1.0 and 0.0 <= d["macro_f1"] <= 1.0
     assert 0.0 <= res.accuracy <= 1.0 and len(res.train_loss) == 1 and np.isfinite(res.train_loss[0])
     assert not res.from_scratch and res.checkpoint == "last"
-    saved = run.path / "analysis"
+    saved = run.folder.analysis("x").parent
     files = sorted(p.name for p in saved.glob("finetune-*"))
     assert res.path and res.path.endswith(files[0]) and "finetune-last-" in files[0]
     back = FinetuneResult.load(res.path)
@@ -63,16 +65,16 @@ def test_from_scratch_uses_the_same_architecture_with_random_weights(run_and_dat
     assert scratch.backbone.state_dict().keys() == run_sd.keys()
     assert not all(torch.equal(v, run_sd[k]) for k, v in scratch.backbone.state_dict().items())
     assert all(p.requires_grad for p in pre.parameters())  # the whole encoder is fine-tuned
-    res = finetune(run, man, epochs=1, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
+    res = finetune_run(run, man, epochs=1, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
                    min_test_people=0)
     assert res.from_scratch and res.checkpoint == "scratch" and res.label_fraction == 0.5
     assert len(res.per_view) == 5 and res.n_train < 120
-    saved = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*"))
+    saved = sorted(p.name for p in run.folder.analysis("x").parent.glob("finetune-scratch-*"))
     assert len(saved) == 1 and "-lf0.5-e1-lr0.001-b16-" in saved[0] and saved[0].endswith("-s0")
     # a longer fine-tune of the same run and data is a different result, not an overwrite
-    finetune(run, man, epochs=2, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
+    finetune_run(run, man, epochs=2, from_scratch=True, label_fraction=0.5, device="cpu", batch_size=16,
              min_test_people=0)
-    again = sorted(p.name for p in (run.path / "analysis").glob("finetune-scratch-*"))
+    again = sorted(p.name for p in run.folder.analysis("x").parent.glob("finetune-scratch-*"))
     assert len(again) == 2 and any("-e2-" in name for name in again)
 
 
@@ -107,7 +109,7 @@ def test_few_test_people_are_scored_by_person_wise_cross_validation(run_and_data
     import pandas as pd
 
     run, man = run_and_data
-    res = finetune(run, man, epochs=1, from_scratch=True, device="cpu", batch_size=16, save=False)
+    res = finetune(run, man, epochs=1, from_scratch=True, device="cpu", batch_size=16)
     assert "4-fold cross-validation over all 4" in res.split_rule and "1 < 12" in res.split_rule
     assert res.n_test == len(pd.read_csv(man)) and res.n_test_people == 4
     assert res.ci_low <= res.accuracy <= res.ci_high and len(res.train_loss) == 1

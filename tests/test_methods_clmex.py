@@ -137,7 +137,7 @@ def _cfg(man, mc):
 def test_pretrain_steps_and_missing_group(views, tmp_path):
     import pandas as pd
 
-    from workbench.train import pretrain
+    from workbench.runs import pretrain
 
     man, _ = views
     res = pretrain(_cfg(man, {**CLMEx.presets["cpu"], **TINY}), tmp_path / "r", progress=False)

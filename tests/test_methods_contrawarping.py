@@ -250,7 +250,7 @@ def _cfg(man, mc):
 def test_pretrain_steps_and_missing_landmarks(plain, tmp_path):
     import pandas as pd
 
-    from workbench.train import pretrain
+    from workbench.runs import pretrain
 
     man, _ = plain
     res = pretrain(_cfg(man, {**ContraWarping.presets["cpu"], **TINY}), tmp_path / "r", progress=False)

@@ -362,7 +362,7 @@ def _cfg(man, method_name, mc):
 
 def test_pretrain_two_steps_records_the_descriptor(clips, tmp_path):
     from workbench.io import read_json
-    from workbench.train import pretrain
+    from workbench.runs import pretrain
 
     man, _ = clips
     res = pretrain(_cfg(man, "sslfer", {**SSLFER.presets["cpu"], **TINY}), tmp_path / "r", progress=False)
@@ -372,7 +372,7 @@ def test_pretrain_two_steps_records_the_descriptor(clips, tmp_path):
 
 
 def test_missing_clip_metadata_stops_with_the_column_named(plain, tmp_path):
-    from workbench.train import pretrain
+    from workbench.runs import pretrain
 
     man, data = plain
     with pytest.raises(MissingMetadataError, match="'clip'"):
@@ -393,7 +393,8 @@ def test_two_gloo_processes_match_one_process(clips, tmp_path):
     ``test_methods_ddp_views.py``)."""
     import json
 
-    from workbench.train import RunConfig, pretrain
+    from workbench.runs import pretrain
+    from workbench.train import RunConfig
 
     pytest.importorskip("lightning_fabric")
     man, _ = clips

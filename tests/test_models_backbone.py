@@ -72,8 +72,8 @@ def test_run_config_option_reaches_the_backbone_and_grad_cam():
     from workbench.config import describe
     from workbench.explain.gradcam import GradCAM
     from workbench.explain.targets import FunctionTarget
+    from workbench.runs import build_method
     from workbench.train import ModelConfig, RunConfig
-    from workbench.train.run import build_method
 
     assert ModelConfig().small_stem is False
     assert any(s.name == "small_stem" and s.help for s in describe(ModelConfig))

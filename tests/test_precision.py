@@ -33,8 +33,8 @@ def test_capability_probe_answers_a_bool():
 
 def test_trainer_uses_the_resolved_precision(tiny_synth, tmp_path, monkeypatch):
     from workbench.data.cache import load_face_data
+    from workbench.runs import RunFolder, build_method
     from workbench.train import RunConfig
-    from workbench.train.run import build_method
     from workbench.train.trainer import Trainer
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
@@ -43,7 +43,7 @@ def test_trainer_uses_the_resolved_precision(tiny_synth, tmp_path, monkeypatch):
                               "train": {"batch_size": 8, "device": "cpu", "knn_every": 0},
                               "method_config": {"proj_hidden_dim": 32, "proj_dim": 16}})
     data = load_face_data(tiny_synth, 32, progress=False)
-    t = Trainer(rc, build_method(rc), data, tmp_path / "r", progress=False)
+    t = Trainer(rc, build_method(rc), data, RunFolder(tmp_path / "r"), progress=False)
     assert t.amp_dtype is torch.bfloat16 and t._channels_last()
     conv = next(m for m in t.method.backbone.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -57,7 +57,8 @@ def test_cache_is_invalidated_when_an_image_changes(tiny_synth, tmp_path):
 
 _KILL_SCRIPT = """
 import sys
-from workbench.train import RunConfig, pretrain
+from workbench.train import RunConfig
+from workbench.runs import pretrain
 cfg = RunConfig.from_dict({"method": "simclr", "data": {"manifest": sys.argv[1], "image_size": 32},
     "model": {"backbone": "resnet10t"}, "train": {"epochs": 200, "batch_size": 16, "device": "cpu",
     "knn_every": 0}, "method_config": {"proj_hidden_dim": 32, "proj_dim": 16}})
@@ -66,7 +67,7 @@ pretrain(cfg, sys.argv[2], progress=False)
 
 
 def test_sigkill_leaves_the_last_checkpoint_loadable(tiny_synth, tmp_path):
-    from workbench.train import load_run
+    from workbench.runs import load_run
 
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(tiny_synth), str(run_dir)])
@@ -85,8 +86,7 @@ def test_sigkill_leaves_the_last_checkpoint_loadable(tiny_synth, tmp_path):
 
 def test_same_seed_same_evaluation(tiny_run, tiny_synth):
     from workbench.evaluate.protocols import EvalConfig
-    from workbench.evaluate.run_eval import evaluate_run
-    from workbench.train import load_run
+    from workbench.runs import evaluate_run, load_run
 
     run = load_run(tiny_run)
     for protocol in ("linear", "knn"):
@@ -147,7 +147,7 @@ def test_damaged_run_metadata_is_one_line(damage, command, tiny_run, tiny_synth,
 def test_a_config_with_a_byte_order_mark_still_loads(tiny_run, tmp_path):
     import shutil
 
-    from workbench.train import load_run
+    from workbench.runs import load_run
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -184,12 +184,12 @@ def test_resume_with_a_damaged_sidecar_is_one_line(damage, tiny_run, tiny_synth,
     else:
         tensors["rng.torch"] = tensors["rng.torch"][:10].clone()
     save_file(tensors, ck, metadata=header)
-    from workbench.config import replace
-    from workbench.errors import CheckpointError
-    from workbench.train import pretrain
-    from workbench.train.run import read_run_config
+    from dataclasses import replace
 
-    config = read_run_config(run / "config.json")
+    from workbench.errors import CheckpointError
+    from workbench.runs import pretrain, read_run_config
+
+    config = read_run_config(run)
     config.train = replace(config.train, epochs=3)
     with pytest.raises(CheckpointError, match="last.safetensors") as info:
         pretrain(config, run, resume=True, progress=False)

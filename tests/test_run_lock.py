@@ -13,8 +13,10 @@ import threading
 import pytest
 
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.train import RunConfig, pretrain
-from workbench.train.lock import LOCK_NAME, RunLock
+from workbench.runs import pretrain
+from workbench.runs.layout import LOCK as LOCK_NAME
+from workbench.runs.lock import RunLock
+from workbench.train import RunConfig
 
 
 def _cfg(manifest, **train):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from workbench.errors import ConfigError, MissingMetadataError, TrainingDiverged
-from workbench.train import RunConfig, load_run, pretrain
+from workbench.runs import load_run, pretrain
+from workbench.train import RunConfig
 from workbench.train.checkpoint import load_tensors
 
 
@@ -32,7 +33,7 @@ def _weights(run_dir):
 @pytest.mark.parametrize("method", ["simclr", "byol"])
 def test_tiny_pretrain_then_evaluate(tiny_synth, tmp_path, method):
     from workbench.evaluate.protocols import EvalConfig
-    from workbench.evaluate.run_eval import evaluate_run
+    from workbench.runs import evaluate_run
 
     res = pretrain(_cfg(tiny_synth, method), tmp_path / method, progress=False)
     assert res.status == "finished" and res.epoch == 2
@@ -96,7 +97,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_cli_exits_130(tiny_synth, tmp_path, m
     assert res.status == "interrupted" and res.step == 3
     assert json.loads((tmp_path / "r" / "checkpoints" / "last.safetensors.json").read_text())["step"] == 3
 
-    import workbench.train as train_module
+    import workbench.runs as train_module
 
     original = train_module.pretrain
     monkeypatch.setattr(train_module, "pretrain",

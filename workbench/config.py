@@ -213,13 +213,6 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return conv(obj)
 
 
-def replace(obj: T, **changes: Any) -> T:
-    """Like ``dataclasses.replace`` but with the same coercion and validation as :func:`from_dict`."""
-    data = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
-    data.update(changes)
-    return from_dict(type(obj), data)
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a clear ConfigError when missing or malformed."""
     import yaml
@@ -238,16 +231,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Add one ``--prefix.name`` flag per field (default None = keep the dataclass default)."""
-    group = parser.add_argument_group(prefix.rstrip(".") or cls.__name__)
+def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", *, title: str | None = None,
+                  flags: dict[str, str] | None = None, skip: typing.Collection[str] = ()) -> None:
+    """Add one ``--prefix.name`` flag per field (default None = keep the dataclass default), help text and
+    default from the field. ``flags`` renames a field's flag (``{"manifest": "--data"}``); ``skip`` leaves
+    fields out. A bool flag alone means true (``--small-stem``); ``--small-stem false`` is accepted too."""
+    group = parser.add_argument_group(title or prefix.rstrip(".") or cls.__name__)
     for spec in describe(cls):
-        flag = "--" + (prefix + spec.name).replace("_", "-")
-        help_text = f"{spec.help} [default: {spec.default}]"
+        if spec.name in skip:
+            continue
+        flag = (flags or {}).get(spec.name) or "--" + (prefix + spec.name).replace("_", "-")
+        help_text = f"{spec.help} [default: {spec.default}]".replace("%", "%%")
         if spec.choices:
             help_text += f" {{{', '.join(map(str, spec.choices))}}}"
+        extra: dict[str, Any] = {}
+        if _base_type(spec.type)[0] is bool:
+            extra = {"nargs": "?", "const": True}
         group.add_argument(flag, dest=(prefix + spec.name).replace(".", "__"), default=None,
-                           metavar=_metavar(spec.type), help=help_text)
+                           metavar=_metavar(spec.type), help=help_text, **extra)
 
 
 def _metavar(tp: Any) -> str:

@@ -31,11 +31,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.config import param
+from workbench.analysis.pixel_stats import manifest_pixel_stats, normalised_geometry
+from workbench.config import from_dict, param
+from workbench.data.cache import load_face_data
+from workbench.data.manifest import Manifest
+from workbench.data.splits import assign_splits
+from workbench.data.synth import SynthConfig, generate_dataset, write_contact_sheet
+from workbench.device import select_device
 from workbench.errors import ConfigError
+from workbench.evaluate.embeddings import embed_faces
+from workbench.evaluate.finetune import finetune
 from workbench.evaluate.intervals import Score
+from workbench.evaluate.protocols import EvalConfig
+from workbench.evaluate.run_eval import evaluate_embedding_set
 from workbench.io import write_json, write_text_atomic
+from workbench.methods import get_method
 from workbench.results import RESULT_FILE
+from workbench.runs import RunFolder, build_method, extract_embeddings, load_run, pretrain
+from workbench.train.config import RunConfig
 
 #: generic baseline -> its face-specific counterpart (the comparisons the seed papers make)
 PAIRS: dict[str, str] = {"simclr": "sslfer", "byol": "contrawarping"}
@@ -51,8 +64,6 @@ _VARIANT = re.compile(r"^(?P<method>[A-Za-z0-9_]+)(\[(?P<options>[^\[\]]*)\])?$"
 def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``'sslfer[face_swap=false;mask_fn=false]'`` -> ``('sslfer', {'face_swap': 'false', ...})``; a plain
     name has no options. Method and option names are checked (one-line ConfigError)."""
-    from workbench.config import from_dict
-    from workbench.methods import get_method
 
     m = _VARIANT.match(spec.strip())
     if not m:
@@ -106,10 +117,6 @@ def _resolved(cfg: DemoConfig, device: Any) -> DemoConfig:
 
 def run_demo(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool = True) -> pd.DataFrame:
     """Generate the set, run :func:`compare_methods`, print the table and its story; returns the table."""
-    from workbench.analysis.pixel_stats import manifest_pixel_stats
-    from workbench.data.manifest import Manifest
-    from workbench.data.synth import SynthConfig, generate_dataset, write_contact_sheet
-    from workbench.train.trainer import select_device
 
     cfg = cfg or DemoConfig()
     for name in cfg.methods:
@@ -155,16 +162,6 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
     ``out/results.csv``.
     """
     import torch
-
-    from workbench.analysis.pixel_stats import normalised_geometry
-    from workbench.data.cache import load_face_data
-    from workbench.evaluate.embeddings import embed_faces, extract_embeddings
-    from workbench.evaluate.finetune import finetune
-    from workbench.evaluate.protocols import EvalConfig
-    from workbench.evaluate.run_eval import evaluate_embedding_set
-    from workbench.methods import get_method
-    from workbench.train import RunConfig, build_method, load_run, pretrain
-    from workbench.train.trainer import select_device
 
     manifest, out = Path(manifest), Path(out)
     device = select_device(cfg.device)
@@ -230,7 +227,7 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
         run_dir = out / "runs" / run_folder_name(name)
         say(f"[{i}/{n_steps}] pretraining {name} → {run_dir}")
         t = time.perf_counter()
-        if not (run_dir / "checkpoints" / "last.safetensors").exists():
+        if not RunFolder(run_dir).is_trained():
             pretrain(run_config(name), run_dir, progress=progress)
         seconds = time.perf_counter() - t
         first_run = first_run or run_dir
@@ -242,7 +239,7 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
     say(f"[{n_steps}/{n_steps}] supervised ceiling: {cfg.backbone} from scratch on the labels, {cfg.epochs} epochs")
     t = time.perf_counter()
     sup = finetune(load_run(first_run, device=device), manifest, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
-                   device=device, from_scratch=True, batch_size=cfg.batch_size, save=False)
+                   device=device, from_scratch=True, batch_size=cfg.batch_size)
     add("supervised (same backbone)", "ceiling",
         {"expr_linear": Score(sup.accuracy, sup.ci_low, sup.ci_high, sup.n_test_people, sup.n_test, sup.chance)},
         time.perf_counter() - t)
@@ -253,8 +250,6 @@ def compare_methods(manifest: str | Path, out: str | Path, cfg: DemoConfig, *, p
 
 def probe_split_rule(meta: pd.DataFrame, seed: int) -> str:
     """How the expression probes choose their test people on ``meta`` (the rule `evaluate` applies)."""
-    from workbench.data.splits import assign_splits
-    from workbench.evaluate.protocols import EvalConfig
 
     split = assign_splits(meta, seed=seed).to_numpy()
     people = meta.loc[split == "test", "identity"].astype(str).nunique()

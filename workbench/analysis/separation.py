@@ -19,7 +19,7 @@ headline                      ``expression_over_identity`` = kappa(expression pr
 Results persist (``save``/``load``: a results folder, :mod:`workbench.results`) and plot without
 recomputation::
 
-    rep = separation_report(X, expression, identity, seed=0, out_dir=run / "analysis" / "epoch-10")
+    rep = separation_report(X, expression, identity, seed=0, out_dir=RunFolder(run).analysis("epoch-10"))
     print(rep.summary())
     rep.plot().show(); rep.export(run / "figures", style="single")
 

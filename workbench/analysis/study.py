@@ -1,10 +1,9 @@
 """Run-level analyses: compute once, persist in the run folder, re-plot from disk.
 
 Every function takes run folders and a manifest, reuses cached embeddings
-(:func:`workbench.evaluate.embeddings.extract_embeddings`) and saves its results objects
-(:mod:`workbench.results`) under ``RUN_DIR/analysis/``: per checkpoint and manifest in
-``<kind>-<checkpoint>-<manifest key>/``, and across checkpoints in ``separation-track-<manifest key>/``
-and ``aligned-umap-<feature>-s<seed>-<manifest key>/``. The separation, UMAP and attention functions load
+(:func:`workbench.runs.extract_embeddings`) and saves its results objects (:mod:`workbench.results`)
+in the run folder, where :mod:`workbench.runs.results` puts them: per checkpoint and manifest
+(:func:`~workbench.runs.analysis_folder`) and across checkpoints (:func:`~workbench.runs.track_folder`). The separation, UMAP and attention functions load
 a saved result instead of recomputing it (``recompute=True`` forces it), so re-plotting never
 recomputes a model, an embedding or a UMAP; :func:`compare_runs` re-scores its probes on every call
 (they are cheap on cached embeddings) and overwrites ``eval-*/<protocol>/``.
@@ -14,13 +13,13 @@ recomputes a model, an embedding or a UMAP; :func:`compare_runs` re-scores its p
 - :func:`separation_over_training` — the report at every numbered checkpoint (a SeparationTrack);
 - :func:`umap_for_runs` — one map per run (each persisted), stacked with a ``run`` column (facet on it);
 - :func:`aligned_umap_over_training` — AlignedUMAP over a run's checkpoints (``epoch`` column);
+- :func:`map_over_training` — the same with UMAP or a quick per-checkpoint PCA;
 - :func:`attention_for_run` — Grad-CAM region scores (:mod:`workbench.explain`);
 - :func:`write_figure_set` — the standard paper figures + a LaTeX table.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,21 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.data.manifest import Manifest
+from workbench.errors import CheckpointError, ConfigError
 from workbench.io import read_jsonl, write_json
 from workbench.results import RESULT_FILE
+from workbench.runs import (
+    LoadedRun,
+    RunFolder,
+    analysis_folder,
+    extract_embeddings,
+    list_checkpoints,
+    load_run,
+    read_run_meta,
+    track_folder,
+)
+from workbench.runs.pretrain import code_version
 
 #: protocols of the comparison table: name -> EvalConfig fields
 DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -41,21 +53,17 @@ DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
 
 
 def _manifest(manifest):
-    from workbench.data.manifest import Manifest
-
     return manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
 
 
 def _run(run, checkpoint: str = "last"):
-    from workbench.train.run import LoadedRun, load_run
-
     if isinstance(run, LoadedRun) and (checkpoint in ("last", run.checkpoint.stem)):
         return run
     return load_run(run.path if isinstance(run, LoadedRun) else run, checkpoint)
 
 
 def _folder(run, kind: str, manifest) -> Path:
-    return run.path / "analysis" / f"{kind}-{run.checkpoint.stem}-{manifest.fingerprint()[:10]}"
+    return analysis_folder(run, kind, manifest)
 
 
 def run_label(run) -> str:
@@ -74,7 +82,6 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
     ``out`` also writes the table as CSV.
     """
     from workbench.config import from_dict
-    from workbench.evaluate.embeddings import extract_embeddings
     from workbench.evaluate.protocols import EvalConfig
     from workbench.evaluate.run_eval import evaluate_embedding_set
 
@@ -106,7 +113,6 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
     from workbench.analysis.separation import SeparationReport, separation_report
     from workbench.data.splits import assign_splits
     from workbench.errors import MissingMetadataError
-    from workbench.evaluate.embeddings import extract_embeddings
 
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
@@ -132,19 +138,17 @@ def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed:
     """SeparationReport at each numbered checkpoint of a run (each persisted and reused), collected in a
     SeparationTrack that is saved in ``separation-track-<manifest key>/``."""
     from workbench.analysis.separation import SeparationTrack
-    from workbench.errors import CheckpointError
-    from workbench.train.run import list_checkpoints
 
     m = _manifest(manifest)
     cks = list_checkpoints(run_dir)
     if not cks:
-        raise CheckpointError(f"{run_dir} has no numbered checkpoints (epoch-*.safetensors)")
+        raise CheckpointError(f"{run_dir} has no numbered checkpoints (pretrain with checkpoint_every > 0)")
     track = SeparationTrack()
     for ck in cks:
         epoch = int(ck.stem.split("-")[1])
         track.add(epoch, separation_for_run(run_dir, m, checkpoint=ck.stem, feature=feature, seed=seed,
                                             recompute=recompute))
-    track.save(Path(run_dir) / "analysis" / f"separation-track-{m.fingerprint()[:10]}")
+    track.save(track_folder(run_dir, "separation-track", m))
     return track
 
 
@@ -155,7 +159,6 @@ def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "um
     import numpy as np
 
     from workbench.analysis.umap import EmbeddingMap, embedding_map
-    from workbench.evaluate.embeddings import extract_embeddings
 
     m = _manifest(manifest)
     coords, metas, params = [], [], {}
@@ -190,12 +193,9 @@ def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str
     import numpy as np
 
     from workbench.analysis.umap import EmbeddingMap, aligned_embedding_map
-    from workbench.errors import CheckpointError
-    from workbench.evaluate.embeddings import extract_embeddings
-    from workbench.train.run import list_checkpoints
 
     m = _manifest(manifest)
-    folder = Path(run_dir) / "analysis" / f"aligned-umap-{feature}-s{seed}-{m.fingerprint()[:10]}"
+    folder = track_folder(run_dir, f"aligned-umap-{feature}-s{seed}", m)
     if not recompute and (folder / RESULT_FILE).is_file():
         return EmbeddingMap.load(folder)
     cks = list_checkpoints(run_dir)
@@ -213,6 +213,44 @@ def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str
         Xs.append(emb.get(feature)[rows])
     epochs = [int(ck.stem.split("-")[1]) for ck in cks]
     return aligned_embedding_map(Xs, meta, epochs=epochs, seed=seed, out_dir=folder)
+
+
+def map_over_training(run_dir: str | Path, manifest: Any, *, method: str = "umap", seed: int = 0,
+                      max_points: int = 2000) -> Any:
+    """2-D maps of a run's numbered checkpoints, stacked with an ``epoch`` column.
+
+    ``method="umap"``: :func:`~workbench.analysis.study.aligned_umap_over_training` (AlignedUMAP: axes
+    comparable across epochs; needs >= 2 checkpoints; ~30 s of numba compilation in a fresh kernel).
+    ``method="pca"``: one PCA per checkpoint (instant, deterministic signs, but not aligned).
+    """
+    import numpy as np
+
+    from workbench.analysis.umap import EmbeddingMap, compute_map
+
+    if method == "umap":
+        return aligned_umap_over_training(run_dir, manifest, seed=seed, max_points=max_points)
+    if method != "pca":
+        raise ConfigError(f"method must be 'umap' or 'pca', got '{method}'")
+    m = _manifest(manifest)
+    cks = list_checkpoints(run_dir)
+    if not cks:
+        raise CheckpointError(f"{run_dir} has no numbered checkpoints (pretrain with checkpoint_every > 0)")
+    coords, metas, rows = [], [], None
+    for ck in cks:
+        emb = extract_embeddings(load_run(run_dir, ck.stem), m)
+        if rows is None:
+            n = len(emb)
+            rng = np.random.default_rng(seed)
+            rows = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+        keep = [c for c in ("path", "expression", "identity", "split", "view", "group", "clip", "frame")
+                if c in emb.meta.columns]
+        meta = emb.meta[keep].iloc[rows].reset_index(drop=True)
+        meta["abs_path"] = [str(m.root / p) for p in meta["path"]]
+        meta["epoch"] = int(ck.stem.split("-")[1])
+        coords.append(compute_map(emb.get("feats")[rows], method="pca", seed=seed))
+        metas.append(meta)
+    return EmbeddingMap(np.concatenate(coords), pd.concat(metas, ignore_index=True), method="pca",
+                        params={"seed": seed, "per_checkpoint": True, "epochs": [int(c.stem.split("-")[1]) for c in cks]})
 
 
 def attention_for_run(run_dir, manifest, *, target: str = "prototype", checkpoint: str = "last",
@@ -260,9 +298,9 @@ def training_curves(run_dirs: Sequence[str | Path]):
     rows = []
     for rd in run_dirs:
         name = Path(rd).name
-        recs, bad = read_jsonl(Path(rd) / "metrics.jsonl")
+        recs, bad = read_jsonl(RunFolder(rd).metrics)
         if bad:
-            warnings.warn(f"{Path(rd) / 'metrics.jsonl'}: {bad} malformed line(s) skipped", stacklevel=2)
+            warnings.warn(f"{RunFolder(rd).metrics}: {bad} malformed line(s) skipped", stacklevel=2)
         recs = [r for r in recs if _number(r.get("step")) and _number(r.get("epoch"))]
         steps = [r for r in recs if _number(r.get("loss"))]
         knn = [r for r in recs if _number(r.get("knn/expression"))]
@@ -305,8 +343,6 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
                      figures: Sequence[str] | None = None, style: str = "double", seed: int = 0,
                      umap_method: str = "umap", timeout: float = 60.0) -> dict[str, Path]:
     """Write the standard figures (PDF, SVG, 300-dpi PNG, CSV, JSON card each) and ``results.tex``."""
-    from workbench.errors import ConfigError
-    from workbench.train.run import code_version
     from workbench.viz.export import export_figure
     from workbench.viz.latex import latex_table
 
@@ -318,7 +354,7 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = [Path(r) for r in run_dirs]
-    card = {"runs": {r.name: json.loads((r / "config.json").read_text())["config"] for r in runs},
+    card = {"runs": {r.name: read_run_meta(r)["config"] for r in runs},
             "manifest": str(m.path), "seed": seed, "code": code_version()}
     written: dict[str, Path] = {}
     if "training_curves" in figures:

@@ -16,7 +16,7 @@ Parameter advice (UMAP): ``n_neighbors`` 15 (5-50; larger = more global structur
 
 Example::
 
-    emap = embedding_map(X, meta, method="umap", seed=0, out_dir=run / "analysis" / "umap-last")
+    emap = embedding_map(X, meta, method="umap", seed=0, out_dir=RunFolder(run).analysis("umap-last"))
     emap.plot(color="expression", facet="view", hover=["identity", "path"]).show()
     aligned = aligned_embedding_map([X_ep1, X_ep5, X_ep10], meta, epochs=[1, 5, 10], seed=0)
     aligned.plot(color="expression", facet="epoch")

@@ -148,7 +148,7 @@ def machine_info(dev: torch.device) -> dict[str, Any]:
 
 def resolve(cfg: BenchConfig) -> tuple[BenchConfig, torch.device]:
     """Fill the automatic settings from the device and --quick."""
-    from workbench.train.trainer import select_device
+    from workbench.device import select_device
 
     dev = select_device(cfg.device)
     c = copy.copy(cfg)

@@ -62,8 +62,8 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
                         work: Path) -> dict[str, Any]:
     """Per-step times of workbench / reference / model-only, interleaved in rounds, plus a breakdown."""
     from workbench.methods.base import Batch
+    from workbench.runs import RunFolder, build_method
     from workbench.train import RunConfig
-    from workbench.train.run import build_method
     from workbench.train.trainer import Trainer
     from workbench.views.global_aug import global_augment
 
@@ -78,7 +78,7 @@ def pretrain_comparison(manifest: Path, data, backbone: str, cfg: BenchConfig, d
     })
     torch.manual_seed(cfg.seed)
     method = build_method(rc)
-    trainer = Trainer(rc, method, data, work / f"run-{backbone}", device=dev, progress=False)
+    trainer = Trainer(rc, method, data, RunFolder(work / f"run-{backbone}"), device=dev, progress=False)
     # the reference trains an identical copy; its inputs are already normalised (transforms.Normalize),
     # so the copy's built-in normalisation becomes the identity (same arithmetic cost)
     ref_method = copy.deepcopy(method)
@@ -342,8 +342,8 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> di
 
         feats = None
         if "embeddings" not in skip or "umap" not in skip:
+            from workbench.runs import build_method
             from workbench.train import RunConfig
-            from workbench.train.run import build_method
 
             bb = cfg.backbones.split(",")[-1].strip()
             log(f"[benchmark] embedding extraction ({bb})")

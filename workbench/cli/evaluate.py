@@ -47,10 +47,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.config import describe, from_dict
     from workbench.data.manifest import Manifest
-    from workbench.evaluate.embeddings import extract_embeddings
     from workbench.evaluate.protocols import EvalConfig
-    from workbench.evaluate.run_eval import accuracy_by, evaluate_run
-    from workbench.train import load_run
+    from workbench.evaluate.run_eval import accuracy_by
+    from workbench.runs import evaluate_run, extract_embeddings, load_run
 
     options = {s.name: getattr(args, s.name) for s in describe(EvalConfig)
                if s.name not in _OWN_FLAGS and getattr(args, s.name, None) is not None}

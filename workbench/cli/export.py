@@ -20,7 +20,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from workbench.models.export import export_backbone
+    from workbench.runs import export_backbone
 
     weights, card = export_backbone(args.run_dir, args.out, checkpoint=args.checkpoint)
     print(f"wrote {weights} and {card}; load it with:")

@@ -31,13 +31,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.evaluate.finetune import finetune
-    from workbench.train import load_run
-    from workbench.train.trainer import select_device
+    from workbench.device import select_device
+    from workbench.runs import finetune_run, load_run
 
     device = select_device(args.device)
     run_ = load_run(args.run_dir, args.checkpoint, device=device)
-    result = finetune(run_, args.data, epochs=args.epochs, lr=args.lr, label_fraction=args.label_fraction,
+    result = finetune_run(run_, args.data, epochs=args.epochs, lr=args.lr, label_fraction=args.label_fraction,
                       seed=args.seed, device=device, from_scratch=args.from_scratch, batch_size=args.batch_size,
                       augment=not args.no_augment, progress=not args.json)
     if args.json:

@@ -6,65 +6,43 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.cli import seed_arg
+#: the run config's sections whose fields become flags (every field, with its help text and default)
+_SECTIONS = ("data", "model", "train")
+#: fields whose flag is not ``--field-name``
+_FLAG_NAMES = {"manifest": "--data"}
+
+
+def _section_classes() -> dict[str, type]:
+    from workbench.train.config import DataConfig, ModelConfig, TrainConfig
+
+    return {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 def register(sub) -> None:
+    from workbench.config import add_arguments
+
     p = sub.add_parser(
         "pretrain", help="pretrain an SSL method into a run folder",
         description="Pretrain an SSL method. Options come from --config YAML, then --preset, then flags "
-                    "(later wins). Without --data a synthetic face set suited to the method is generated.",
-        epilog=_options_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="manifest CSV (default: a generated synthetic set)")
+                    "(later wins). Without --data a synthetic face set suited to the method is generated. "
+                    "Every option of the run config has a flag below (from the config's own help).",
+        epilog="method options (--opt KEY=VALUE): `workbench methods NAME` lists them with their help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
     p.add_argument("--method", default=None, help="method name (see `workbench methods`) [default: simclr]")
-    p.add_argument("--backbone", default=None, help="timm model name [default: resnet18]")
-    p.add_argument("--weights", default=None, help="local backbone weights (.safetensors) to start from")
-    p.add_argument("--small-stem", action="store_true", default=None,
-                   help="timm ResNets: 3x3 stride-1 stem without max-pool, for 1-2 px cues at 48-64 px "
-                        "(ModelConfig.small_stem) [default: off]")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=seed_arg, default=None)
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (smoke tests)")
-    p.add_argument("--devices", type=int, default=None,
-                   help="processes per node (GPUs, or CPU processes with --device cpu); > 1 = DDP through "
-                        "Lightning Fabric, --batch-size stays the global batch [default: 1]")
-    p.add_argument("--strategy", default=None,
-                   help="ddp (default: re-runs this command per extra device; under torchrun/SLURM nothing is "
-                        "launched) | ddp_spawn | ddp_fork | ddp_find_unused_parameters_true")
-    p.add_argument("--num-nodes", type=int, default=None,
-                   help="machines; > 1 needs torchrun or SLURM srun (see docs/SCALING.md) [default: 1]")
-    p.add_argument("--split", default=None, help="split to train on: train (default) | all")
-    p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--config", help="YAML file with a RunConfig (method, data, model, train, method_config)")
-    p.add_argument("--preset", help="method preset: 'cpu' (minutes on a CPU) or 'paper' (published defaults)")
+    p.add_argument("--preset", help="method preset: 'cpu' (minutes on a CPU), 'paper' (published defaults), "
+                                    "'tiny' (tests)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="method option (repeatable), e.g. --opt temperature=0.2")
     p.add_argument("--train-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="training option (repeatable), e.g. --train-opt warmup_epochs=0")
+                   help="training option as KEY=VALUE (repeatable; the same as its flag below)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    titles = {"data": "data (DataConfig)", "model": "model (ModelConfig)", "train": "training (TrainConfig)"}
+    for section, cls in _section_classes().items():
+        add_arguments(p, cls, title=titles[section], flags=_FLAG_NAMES)
     p.set_defaults(func=run)
-
-
-def _options_epilog() -> str:
-    """Every training option (``--train-opt KEY=VALUE`` / YAML ``train:``), generated from TrainConfig with
-    its help text; method options: ``workbench methods NAME``."""
-    import textwrap
-
-    from workbench.config import describe
-    from workbench.train.config import TrainConfig
-
-    lines = ["training options (--train-opt KEY=VALUE, or the YAML section train:):"]
-    for spec in describe(TrainConfig):
-        choices = f" {{{', '.join(map(str, spec.choices))}}}" if spec.choices else ""
-        text = f"{spec.name} [default: {spec.default}]{choices}: {spec.help}"
-        lines += textwrap.wrap(text, width=100, initial_indent="  ", subsequent_indent="      ")
-    lines += ["", "method options (--opt KEY=VALUE): `workbench methods NAME` lists them with their help."]
-    return "\n".join(lines)
 
 
 def parse_kv(items: list[str], what: str) -> dict[str, str]:
@@ -84,7 +62,7 @@ def build_config(args: argparse.Namespace):
     from workbench.config import load_yaml
     from workbench.errors import ConfigError
     from workbench.methods import get_method
-    from workbench.train import RunConfig
+    from workbench.train.config import RunConfig
 
     d = load_yaml(args.config) if args.config else {}
     for section in ("data", "model", "train", "method_config"):
@@ -104,26 +82,19 @@ def build_config(args: argparse.Namespace):
                               f"(available: {', '.join(method.presets) or 'none'})")
         d["method_config"] = {**method.presets[args.preset], **d["method_config"]}
     d["method_config"].update(parse_kv(args.opt, "--opt"))
-    for key, attr in (("manifest", "data"), ("image_size", "image_size"), ("split", "split")):
-        v = getattr(args, attr, None)
-        if v is not None:
-            d["data"][key] = v
-    for key in ("backbone", "weights", "small_stem"):
-        if getattr(args, key) is not None:
-            d["model"][key] = getattr(args, key)
-    for key in ("epochs", "batch_size", "lr", "seed", "device", "max_steps", "devices", "strategy", "num_nodes"):
-        if getattr(args, key) is not None:
-            d["train"][key] = getattr(args, key)
+    from workbench.config import args_to_dict
+
     d["train"].update(parse_kv(args.train_opt, "--train-opt"))
+    for section, cls in _section_classes().items():  # a flag wins over --train-opt
+        d[section].update(args_to_dict(args, cls))
     return RunConfig.from_dict(d)
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.train import pretrain
+    from workbench.device import select_device
+    from workbench.runs import pretrain
 
     config = build_config(args)
-    from workbench.train.trainer import select_device
-
     select_device(config.train.device)  # checks before a synthetic set is generated
     if config.train.num_nodes > 1:
         from workbench.train.distributed import check_launch

@@ -11,7 +11,7 @@ features and trains BOTH with cross-entropy on ``expression``:
 - optimiser: AdamW (``lr``, ``weight_decay``), cosine decay per step, batch ``batch_size``, light
   augmentation (crop 0.8-1, flip, mild colour jitter) unless ``augment=False``;
 - result: accuracy and macro-F1 overall, per class and **per view** (column ``view``, e.g. the 5
-  KDEF/DDCF angles), persisted as the results folder ``RUN_DIR/analysis/finetune-<tag>/``.
+  KDEF/DDCF angles), persisted by :func:`workbench.runs.finetune_run` in the run folder, keyed by every setting.
 
 The recipe (head, optimiser, epochs, split protocol) of the CL-MEx paper is UNVERIFIED; this is the
 library's protocol, applied identically to pretrained and from-scratch encoders. Advice: lr 1e-4 to
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.device import select_device
 from workbench.errors import ConfigError, MissingMetadataError
 from workbench.evaluate.intervals import person_bootstrap, person_folds
 from workbench.io import json_safe
@@ -215,14 +216,15 @@ def _train_and_predict(loaded: Any, data: Any, y: np.ndarray, train: np.ndarray,
     return np.concatenate(preds).astype(np.int64), losses
 
 
-def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, label_fraction: float = 1.0,
+def finetune(loaded: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, label_fraction: float = 1.0,
              seed: int = 0, device: str | torch.device = "auto", from_scratch: bool = False, batch_size: int = 32,
-             weight_decay: float = 1e-4, augment: bool = True, checkpoint: str = "last", save: bool = True,
-             progress: bool = False, min_test_people: int = MIN_TEST_PEOPLE) -> FinetuneResult:
+             weight_decay: float = 1e-4, augment: bool = True, progress: bool = False,
+             min_test_people: int = MIN_TEST_PEOPLE) -> FinetuneResult:
     """Fine-tune encoder + linear head on ``expression``; score overall and per ``view`` on the test split.
 
     Args:
-        run: a :class:`~workbench.train.LoadedRun` or a run folder (loaded at ``checkpoint``).
+        loaded: a loaded run (:class:`workbench.runs.LoadedRun`: ``method``, ``config``, ``path``,
+            ``checkpoint``); ``workbench.runs.finetune_run`` loads a run folder and saves the result.
         manifest: Manifest or CSV path with ``expression`` (and ``identity`` or ``split`` for a
             subject-disjoint split; ``view`` for per-view scores).
         epochs: passes over the (label-fraction) training rows (default 10).
@@ -234,7 +236,6 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
         batch_size: images per step (default 32).
         weight_decay: AdamW weight decay (default 1e-4).
         augment: light augmentation while training (default on).
-        save: write ``RUN_DIR/analysis/finetune-<tag>.json``.
         min_test_people: when the split's test set has fewer people, every labelled person is scored by
             person-wise 5-fold cross-validation instead (5 fine-tunes; pooled predictions, one interval),
             as the frozen-feature probes do; 0 = always the split.
@@ -246,8 +247,6 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
     from workbench.data.vocabulary import EXPRESSIONS
     from workbench.evaluate import metrics as M
     from workbench.evaluate.protocols import label_fraction_subset
-    from workbench.train import load_run
-    from workbench.train.trainer import select_device
 
     if int(epochs) < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
@@ -255,10 +254,6 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
         raise ConfigError(f"lr must be > 0, got {lr}")
     if int(batch_size) < 2:
         raise ConfigError(f"batch_size must be >= 2 (BatchNorm), got {batch_size}")
-    if not isinstance(run, (str, Path)):
-        loaded = run
-    else:
-        loaded = load_run(run, checkpoint)
     if not isinstance(manifest, Manifest):
         manifest = Manifest.load(manifest)
     dev = select_device(device) if isinstance(device, str) else torch.device(device)
@@ -324,15 +319,6 @@ def finetune(run: Any, manifest: Any, *, epochs: int = 10, lr: float = 1e-3, lab
                 "optimizer": "adamw", "schedule": "cosine", "head": "linear",
                 "backbone": loaded.config.model.backbone, "image_size": int(size),
                 "augmentation": to_dict(finetune_view()) if augment else None, "device": str(dev)})
-    if save:
-        # every setting that changes the result is in the name (a 10-epoch run never overwrites a 2-epoch one)
-        import hashlib
-
-        manifest_id = hashlib.sha1(str(Path(result.manifest).resolve()).encode()).hexdigest()[:6]
-        tag = (f"{result.checkpoint}-{Path(result.manifest).parent.name}-{Path(result.manifest).stem}-{manifest_id}"
-               f"-lf{label_fraction:g}-e{epochs}-lr{lr:g}-b{batch_size}-wd{weight_decay:g}"
-               f"-{'aug' if augment else 'noaug'}-s{seed}").replace("/", "_").replace(" ", "_")
-        result.save(Path(loaded.path) / "analysis" / f"finetune-{tag}")
     return result
 
 

@@ -16,7 +16,7 @@ Typical use::
     tr, te = subject_disjoint_split(identity, seed=0, test_fraction=0.3)
     res = evaluate_embeddings(X[tr], expr[tr], X[te], expr[te], EvalConfig(protocol="knn"),
                               class_names=EXPRESSIONS, train_groups=identity[tr], test_groups=identity[te])
-    res.save(run_dir / "analysis" / "knn-expression")
+    res.save(RunFolder(run_dir).analysis("knn-expression"))  # workbench.runs.RunFolder
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluate a run (any checkpoint) on a manifest with a frozen-feature protocol.
+"""Score a frozen-feature protocol on embeddings of a manifest's rows (a run's: ``workbench.runs.evaluate_run``).
 
 Split rules:
 - ``expression`` / ``valence`` / ``arousal`` targets: subject-disjoint — train on the manifest's
@@ -14,31 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from workbench.data.splits import assign_splits
+from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import MissingMetadataError
-
-
-def evaluate_run(run, manifest, cfg=None, *, embeddings=None):
-    """Run one protocol (:class:`EvalConfig`) on a run's embeddings of ``manifest``; returns EvalResult."""
-    from workbench.data.manifest import Manifest
-    from workbench.evaluate.embeddings import extract_embeddings
-    from workbench.evaluate.protocols import EvalConfig, evaluate_embeddings, identity_probe_split
-
-    cfg = cfg or EvalConfig()
-    if embeddings is None:
-        if not isinstance(manifest, Manifest):
-            manifest = Manifest.load(manifest)
-        embeddings = extract_embeddings(run, manifest)
-    return evaluate_embedding_set(embeddings.get(cfg.feature), embeddings.meta, cfg,
-                                  evaluate_embeddings=evaluate_embeddings,
-                                  identity_probe_split=identity_probe_split)
+from workbench.evaluate import protocols
+from workbench.evaluate.intervals import person_folds
+from workbench.evaluate.protocols import _encode_labels, result_from_predictions
 
 
 def evaluate_embedding_set(X: np.ndarray, meta, cfg, *, evaluate_embeddings=None, identity_probe_split=None):
     """The protocol on an array of embeddings and the matching manifest rows (``meta``)."""
-    from workbench.data.splits import assign_splits
-    from workbench.data.vocabulary import EXPRESSIONS
-    from workbench.evaluate import protocols
-
     evaluate_embeddings = evaluate_embeddings or protocols.evaluate_embeddings
     identity_probe_split = identity_probe_split or protocols.identity_probe_split
     target = cfg.target
@@ -85,8 +70,6 @@ def score_subject_disjoint(X, y, ids, tr, te, cfg, *, classes, rule: str, labell
     """Score a subject-disjoint expression/valence/arousal probe: train rows ``tr``, test rows ``te``; or,
     when the test rows hold fewer than ``cfg.min_test_people`` people, person-wise k-fold CV over
     ``labelled`` (default: ``tr`` and ``te``). ``workbench evaluate`` and ``separation`` both score here."""
-    from workbench.evaluate import protocols
-
     evaluate_embeddings = evaluate_embeddings or protocols.evaluate_embeddings
     tr, te = np.asarray(tr), np.asarray(te)
     if ids is not None:
@@ -107,9 +90,6 @@ def score_subject_disjoint(X, y, ids, tr, te, cfg, *, classes, rule: str, labell
 def _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, split_people: int):
     """Person-wise k-fold CV over ``rows``: every labelled person is tested once, by a probe that never
     saw them; the pooled out-of-fold predictions get one person-bootstrap interval."""
-    from workbench.evaluate.intervals import person_folds
-    from workbench.evaluate.protocols import _encode_labels, result_from_predictions
-
     fold = person_folds(ids[rows], cfg.cv_folds, seed=cfg.seed)
     k = int(fold.max()) + 1
     preds = np.empty(rows.size, dtype=np.int64 if classes else np.float64)
@@ -136,8 +116,6 @@ def _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, split_people:
 def accuracy_by(result, meta, column: str) -> dict[str, dict[str, float]]:
     """Accuracy of a classification ``result`` per value of ``meta[column]`` over its test rows (e.g. per
     camera view): ``{value: {"accuracy", "n", "people"}}``, values in natural order."""
-    from workbench.errors import MissingMetadataError
-
     if column not in meta.columns:
         raise MissingMetadataError(f"--by {column}: the manifest has no '{column}' column")
     if result.test_rows is None or result.accuracy is None:

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from workbench.data.vocabulary import EXPRESSION_INDEX, EXPRESSIONS
+from workbench.device import select_device
 from workbench.errors import ConfigError, MissingMetadataError, WorkbenchError
 from workbench.explain.regions import (
     REGIONS,
@@ -40,6 +41,7 @@ from workbench.explain.regions import (
     region_scores,
 )
 from workbench.results import Results, frame_from_arrays, frame_to_arrays
+from workbench.runs import LoadedRun, extract_embeddings, load_run
 
 #: target kinds of :func:`compute_attention`
 TARGETS: tuple[str, ...] = ("prototype", "identity", "view", "probe")
@@ -387,7 +389,7 @@ def compute_attention(run: Any, manifest: Any, *, target: str = "prototype", n_p
     """Grad-CAM of a run on a balanced set of faces, scored per facial region.
 
     Args:
-        run: a run folder or a :class:`~workbench.train.run.LoadedRun`.
+        run: a run folder or a :class:`~workbench.runs.LoadedRun`.
         manifest: a manifest (or its path) **with landmarks** and expressions.
         target: what to explain (default ``"prototype"``):
             ``"prototype"`` cosine to the image's expression prototype (mean train-split
@@ -421,8 +423,6 @@ def compute_attention(run: Any, manifest: Any, *, target: str = "prototype", n_p
         PrototypeSimilarity,
         class_prototypes,
     )
-    from workbench.train.run import LoadedRun, load_run
-    from workbench.train.trainer import select_device
 
     if target not in TARGETS:
         raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got '{target}'")
@@ -457,12 +457,10 @@ def compute_attention(run: Any, manifest: Any, *, target: str = "prototype", n_p
 
     feats = None
     if target in ("prototype", "identity", "probe"):
-        from workbench.evaluate.embeddings import extract_embeddings
-
         emb = extract_embeddings(run, manifest, device=str(dev))
         if len(emb) != len(frame):
             raise WorkbenchError(f"embeddings ({len(emb)}) and faces ({len(frame)}) disagree; delete "
-                                 f"{run.path / 'embeddings'} and retry")
+                                 f"{run.folder.embeddings_folder} and retry")
         feats = emb.feats
     train = (splits == "train") & (expr_codes >= 0)
     if target in ("prototype", "probe") and not train.any():

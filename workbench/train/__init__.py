@@ -1,7 +1,6 @@
-"""Training: run config, the loop, checkpoints and run folders."""
+"""Training: the run config, the loop, checkpoints and multi-process training (run folders: ``workbench.runs``)."""
 
 from workbench.train.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.train.run import LoadedRun, build_method, list_checkpoints, load_run, pretrain
+from workbench.train.trainer import Trainer, TrainResult
 
-__all__ = ["DataConfig", "LoadedRun", "ModelConfig", "RunConfig", "TrainConfig", "build_method",
-           "list_checkpoints", "load_run", "pretrain"]
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "TrainResult", "Trainer"]

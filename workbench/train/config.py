@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.config import from_dict, param, to_dict
+from workbench.methods import MethodConfig, get_method
 
 
 @dataclass
@@ -97,8 +98,6 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return from_dict(cls, d)
 
-    def build_method_config(self):
-        from workbench.methods import get_method
-
+    def build_method_config(self) -> MethodConfig:
         cls = get_method(self.method)
         return from_dict(cls.Config, self.method_config, where=f"method '{self.method}'")

@@ -1,6 +1,6 @@
 """Multi-process pretraining (DDP) through Lightning Fabric: several GPUs, nodes, or CPU processes.
 
-``pretrain(config, ...)`` comes here when ``config.train.devices x num_nodes > 1``. What a step
+``workbench.runs.pretrain(config, ...)`` comes here when ``config.train.devices x num_nodes > 1``. What a step
 computes, and how it relates to a single-process run:
 
 - **Global batch.** ``train.batch_size`` is the global batch (items per optimiser step). Every process
@@ -44,7 +44,6 @@ the config, callbacks and ``trainer_hook`` must be picklable). See ``docs/SCALIN
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,10 +54,10 @@ from torch import nn
 from workbench.dist import all_reduce_, all_reduce_with_grad, gather, is_distributed, rank_and_world
 from workbench.errors import ConfigError
 from workbench.train.config import RunConfig
-from workbench.train.trainer import Trainer, TrainResult, _HostCopy
+from workbench.train.trainer import RunFolderLike, Trainer, _HostCopy
 
 __all__ = ["FabricTrainer", "GlobalBatchNorm", "convert_sync_batchnorm", "global_rank", "make_fabric",
-           "pretrain_distributed", "shard_rows", "step_seed"]
+           "shard_rows", "step_seed"]
 
 
 # -- pieces that do not need processes (unit-tested directly) ----------------------------------------
@@ -208,7 +207,7 @@ class _Agreement:
 class FabricTrainer(Trainer):
     """:class:`~workbench.train.trainer.Trainer` for one process of a Fabric DDP run (see module doc)."""
 
-    def __init__(self, fabric: Any, config: RunConfig, method: nn.Module, data: Any, run_dir: str | Path,
+    def __init__(self, fabric: Any, config: RunConfig, method: nn.Module, data: Any, folder: RunFolderLike,
                  **kwargs: Any):
         self.fabric = fabric
         self.rank, self.world = int(fabric.global_rank), int(fabric.world_size)
@@ -218,7 +217,7 @@ class FabricTrainer(Trainer):
         method = convert_sync_batchnorm(method, fabric.device.type)
         if self.rank != 0:
             kwargs["callbacks"], kwargs["progress"] = None, False
-        super().__init__(config, method, data, run_dir, device=fabric.device, **kwargs)
+        super().__init__(config, method, data, folder, device=fabric.device, **kwargs)
         self._flag_dtype = torch.float64 if self.device.type == "cpu" else torch.float32
         self._unsent: tuple[torch.Tensor, int] | None = None  # the last step's loss, not yet in an agreement
         self._agreement: _Agreement | None = None  # launched, not read yet
@@ -385,45 +384,3 @@ def make_fabric(config: RunConfig):
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     return _fabric_class()(accelerator=_accelerator(tc.device), devices=tc.devices, num_nodes=tc.num_nodes,
                            strategy=tc.strategy, precision="32-true")
-
-
-def pretrain_distributed(config: RunConfig, out_dir: str | Path, *, resume: bool = False, callbacks=None,
-                         progress: bool = True, trainer_hook=None) -> TrainResult:
-    """Pretrain with ``devices x num_nodes`` processes; returns rank 0's :class:`TrainResult`.
-
-    With ``strategy='ddp'`` the calling process becomes rank 0 and every other process re-runs the
-    command line (its own call returns its own result); with ``ddp_spawn`` the caller only waits.
-    """
-    fabric = make_fabric(config)
-    return fabric.launch(_worker, config, str(out_dir), resume, callbacks, progress, trainer_hook)
-
-
-def _worker(fabric: Any, config: RunConfig, out_dir: str, resume: bool, callbacks, progress: bool,
-            trainer_hook) -> TrainResult:
-    from workbench.train.run import build_method, check_run_folder, prepare_data, write_run_config
-
-    out = Path(out_dir)
-    rank0 = fabric.global_rank == 0
-    check_run_folder(config, out, resume=resume)
-    config.build_method_config()
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
-    method = build_method(config)
-    from workbench.data.manifest import Manifest
-
-    method.check_data(Manifest.load(config.data.manifest))  # before decoding anything
-    with fabric.rank_zero_first(local=True):  # one process per node builds the decoded-face cache
-        train, val = prepare_data(config, progress=progress and fabric.local_rank == 0)
-    fabric.barrier()  # every process checked the run folder before rank 0 writes into it
-    if rank0:
-        write_run_config(config, method, out)
-    trainer = FabricTrainer(fabric, config, method, train, out, val_data=val, callbacks=callbacks,
-                            progress=progress)
-    if resume:
-        trainer.resume(out / "checkpoints" / "last.safetensors")
-    if trainer_hook is not None:
-        trainer_hook(trainer)
-    result = trainer.fit()
-    fabric.barrier()
-    return result

@@ -1,15 +1,16 @@
 """The training loop shared by every method.
 
-``pretrain(config, out_dir)`` builds data, backbone and method from a :class:`RunConfig`, then runs
-:class:`Trainer`. The loop:
+:class:`Trainer` runs a built method over decoded face data and writes into a run folder it is handed
+(:class:`workbench.runs.RunFolder`; ``workbench.runs.pretrain`` builds everything from a config). The loop:
 
 - picks the device (CUDA > MPS > CPU) and, where the hardware has bf16, bf16 autocast and channels_last
   (``workbench.train.precision``),
 - draws batches of row indices from the method's sampler (seeded per epoch) and gathers decoded
   uint8 faces from the memory-mapped cache, augmenting on the device,
 - seeds one ``torch.Generator`` per step from (seed, step), so resuming is exact,
-- logs per-step metrics (loss, lr, collapse monitor) to ``metrics.jsonl`` and calls ``callbacks``,
-- writes ``checkpoints/last.safetensors`` (+ numbered ones) atomically; Ctrl-C or :meth:`Trainer.stop`
+- logs per-step metrics (loss, lr, collapse monitor) to the run's metrics log and calls ``callbacks``,
+- calls ``epoch_eval(method, device)`` at the end of every ``knn_every``-th epoch (the online kNN),
+- writes the last checkpoint (+ numbered ones) atomically; Ctrl-C or :meth:`Trainer.stop`
   saves a checkpoint mid-epoch; a NaN/inf loss stops with a message and keeps the last good checkpoint.
 """
 
@@ -22,44 +23,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from workbench.device import select_device
 from workbench.errors import CheckpointError, ConfigError, TrainingDiverged, WorkbenchError
+from workbench.io import read_jsonl, write_text_atomic
+from workbench.methods.base import Batch, SSLMethod
 from workbench.train.checkpoint import load_checkpoint, save_checkpoint
 from workbench.train.config import RunConfig
 from workbench.train.monitor import collapse_stats
 from workbench.train.precision import resolve_amp, resolve_channels_last
 
 Callback = Callable[[dict[str, Any]], None]
+#: epoch-end evaluation: ``(method, device) -> {metric: value}`` (the online kNN of a run)
+EpochEval = Callable[[SSLMethod, torch.device], dict[str, float]]
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' → CUDA if available, else MPS, else CPU; otherwise validate the given device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device '{name}' cannot train or embed (use auto, cpu, cuda, cuda:N or mps)")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use --device auto or cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device '{name}' does not exist: {torch.cuda.device_count()} CUDA GPU(s) visible")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError("device 'mps' requested but Apple MPS is not available here (use --device auto or cpu)")
-    return dev
+class RunFolderLike(Protocol):
+    """The paths the trainer writes (:class:`workbench.runs.RunFolder` provides them)."""
+
+    path: Path
+    metrics: Path
+    checkpoints: Path
+    last_checkpoint: Path
+    tensorboard: Path
+
+    def numbered_checkpoint(self, epoch: int) -> Path: ...
+
+    def numbered_checkpoints(self) -> list[Path]: ...
 
 
 @dataclass
@@ -94,17 +89,18 @@ class _HostCopy:
 
 
 class Trainer:
-    """Runs a method over decoded face data. Construct with :func:`build_trainer` (or ``pretrain``)."""
+    """Runs a method over decoded face data into ``folder`` (``workbench.runs.pretrain`` builds one)."""
 
-    def __init__(self, config: RunConfig, method, data, run_dir: str | Path, *, val_data=None,
-                 device: torch.device | None = None, callbacks: list[Callback] | None = None,
-                 progress: bool = True):
+    def __init__(self, config: RunConfig, method: SSLMethod, data, folder: RunFolderLike, *,
+                 epoch_eval: EpochEval | None = None, device: torch.device | None = None,
+                 callbacks: list[Callback] | None = None, progress: bool = True):
         self.config = config
         self.tc = config.train
         self.method = method
         self.data = data
-        self.val_data = val_data
-        self.run_dir = Path(run_dir)
+        self.epoch_eval = epoch_eval
+        self.folder = folder
+        self.run_dir = folder.path
         self.device = device or select_device(self.tc.device)
         self.callbacks = list(callbacks or [])
         self.progress = progress
@@ -191,9 +187,7 @@ class Trainer:
     def _truncate_metrics(self, step: int) -> None:
         """Resuming at ``step``: drop the log records of steps after it (written after the checkpoint by
         the run that crashed or was killed), so curves never show a step twice."""
-        from workbench.io import read_jsonl, write_text_atomic
-
-        path = self.run_dir / "metrics.jsonl"
+        path = self.folder.metrics
         if not path.is_file():
             return
         records, _ = read_jsonl(path)
@@ -212,12 +206,8 @@ class Trainer:
             self._tb = None
 
     def _fit(self) -> TrainResult:
-        from tqdm.auto import tqdm
-
-        from workbench.methods.base import Batch
-
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.folder.checkpoints.mkdir(parents=True, exist_ok=True)
+        metrics_file = open(self.folder.metrics, "a", encoding="utf-8")
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"{self.method.name}", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         status = "finished"
@@ -360,7 +350,7 @@ class Trainer:
             raise self._diverged(value, step)
 
     def _diverged(self, value: float, step: int, where: str = "") -> TrainingDiverged:
-        last = self.run_dir / "checkpoints" / "last.safetensors"
+        last = self.folder.last_checkpoint
         kept = (f"the last good checkpoint is kept in {last.parent}" if last.is_file()
                 else "no checkpoint was written before it (none to resume from)")
         return TrainingDiverged(
@@ -391,15 +381,11 @@ class Trainer:
 
     @torch.no_grad()
     def _epoch_eval(self) -> dict[str, float]:
-        if not self.tc.knn_every or self.val_data is None or self.epoch % self.tc.knn_every:
+        if self.epoch_eval is None or not self.tc.knn_every or self.epoch % self.tc.knn_every:
             return {}
-        if not (self.data.has("expression") and self.val_data.has("expression")):
-            return {}
-        from workbench.evaluate.online import online_knn
-
-        acc = online_knn(self.method, self.data, self.val_data, self.device, seed=self.tc.seed)
+        metrics = self.epoch_eval(self.method, self.device)
         self.method.train()
-        return {"knn/expression": acc} if acc is not None else {}
+        return metrics
 
     def _log(self, rec: dict[str, Any], fh) -> None:
         rec = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
@@ -421,7 +407,7 @@ class Trainer:
                 self._tb = False
                 return
             # purge_step: events a crashed run wrote after the checkpoint we resumed from are dropped
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+            self._tb = SummaryWriter(str(self.folder.tensorboard), purge_step=self.step or None)
         step = int(rec.get("step", self.step))
         for key, value in rec.items():
             if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -434,12 +420,11 @@ class Trainer:
         self._raise_if_diverged()  # never write a checkpoint after a NaN step
         state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                  "metrics": self.last_metrics, "method": self.method.name}
-        ckdir = self.run_dir / "checkpoints"
-        save_checkpoint(ckdir / "last.safetensors", self.method, self.optimizer, state)
+        save_checkpoint(self.folder.last_checkpoint, self.method, self.optimizer, state)
         if numbered:
-            save_checkpoint(ckdir / f"epoch-{self.epoch:04d}.safetensors", self.method, None, state)
+            save_checkpoint(self.folder.numbered_checkpoint(self.epoch), self.method, None, state)
             if self.tc.keep_checkpoints:
-                numbered_files = sorted(ckdir.glob("epoch-*.safetensors"))
+                numbered_files = self.folder.numbered_checkpoints()
                 for old in numbered_files[: -self.tc.keep_checkpoints]:
                     old.unlink(missing_ok=True)
                     old.with_suffix(".safetensors.json").unlink(missing_ok=True)

@@ -18,19 +18,13 @@ that do what its buttons do, so it can be driven from code and tested without a 
 Set-up helpers for notebooks: :func:`ensure_synth`, :func:`ensure_runs`, :func:`find_runs`.
 """
 
+from workbench.analysis.study import map_over_training
+from workbench.runs import ensure_runs, ensure_synth, find_runs, recipe_name, run_config
 from workbench.widgets._common import Gallery, LiveFigure, Panel, has_figure_widget
 from workbench.widgets.data import ManifestBrowser, ViewPreview
 from workbench.widgets.explorer import EmbeddingExplorer
 from workbench.widgets.form import ConfigForm
 from workbench.widgets.panels import AttentionPanel, FigurePanel, RunComparison, SeparationPanel
-from workbench.widgets.quick import (
-    ensure_runs,
-    ensure_synth,
-    find_runs,
-    map_over_training,
-    recipe_name,
-    run_config,
-)
 from workbench.widgets.train import TrainPanel
 
 __all__ = [

@@ -265,15 +265,6 @@ class LiveFigure:
 
 # ----------------------------------------------------------------------------- runs
 
-def run_dirs_in(folder: str | Path) -> list[Path]:
-    """Run folders (with a ``config.json`` and a last checkpoint) directly inside ``folder``, sorted."""
-    root = Path(folder)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir()
-                  if (p / "config.json").is_file() and (p / "checkpoints" / "last.safetensors").is_file())
-
-
 def run_selector(run_dirs: Sequence[str | Path], *, description: str = "Runs", rows: int = 4) -> W.SelectMultiple:
     """A multi-select of run folders (labels = folder names, values = paths), all selected."""
     paths = [Path(p) for p in run_dirs]

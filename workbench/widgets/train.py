@@ -4,7 +4,7 @@ The method's options form is generated from ``Method.Config`` (with its presets)
 model and training forms. **Start** trains in a background thread (the notebook stays usable);
 a progress bar, the current loss and live curves (loss, online kNN expression accuracy, collapse
 monitor: std ratio and effective rank) follow it. **Stop** asks the trainer to stop after the current
-step; it then saves ``checkpoints/last.safetensors`` so the run can be resumed or analysed. Errors
+step; it then saves the run's last checkpoint so the run can be resumed or analysed. Errors
 appear in red in the panel (traceback in its log), never lost in a thread.
 
 From code (what the tests do)::
@@ -25,9 +25,9 @@ from typing import Any
 import ipywidgets as W
 
 from workbench.errors import ConfigError
+from workbench.runs import RunFolder, recipe_name
 from workbench.widgets._common import LiveFigure, Panel, message_html
 from workbench.widgets.form import ConfigForm
-from workbench.widgets.quick import recipe_name
 
 CURVES = (("loss", "loss"), ("knn/expression", "online kNN (expression, val)"),
           ("collapse/std_ratio", "collapse: std ratio (1 = healthy)"),
@@ -184,15 +184,15 @@ class TrainPanel(Panel):
 
     def start(self, *, wait: bool = False) -> Path:
         """Validate the forms and start training in a background thread; returns the run folder."""
-        from workbench.train import pretrain
+        from workbench.runs import pretrain
 
         if self.running:
             raise ConfigError("training is already running; stop it first")
         cfg = self.config()
         self._run_dir = None
         run_dir = self.run_dir
-        resume = bool(self.resume.value) and (run_dir / "checkpoints" / "last.safetensors").is_file()
-        if not resume and (run_dir / "checkpoints" / "last.safetensors").exists():
+        resume = bool(self.resume.value) and RunFolder(run_dir).last_checkpoint.is_file()
+        if not resume and RunFolder(run_dir).last_checkpoint.exists():
             raise ConfigError(f"{run_dir} already holds a run: tick 'resume', or choose another run name")
         self._run_dir = run_dir
         with self._lock:
@@ -311,7 +311,7 @@ class TrainPanel(Panel):
         res = self.result
         if res is None:
             return
-        ck = Path(res.run_dir) / "checkpoints" / "last.safetensors"
+        ck = RunFolder(res.run_dir).last_checkpoint
         self.progress.bar_style = "success" if res.status == "finished" else "warning"
         self.status.value = message_html(
             f"{res.status} at step {res.step} (epoch {res.epoch}); checkpoint {ck} "

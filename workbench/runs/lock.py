@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError
-
-LOCK_NAME = ".lock"
+from workbench.runs.layout import LOCK
 
 
 def _alive(pid: int) -> bool:
@@ -35,7 +34,7 @@ class RunLock:
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / LOCK
         self.held = False
         self.created = False
 

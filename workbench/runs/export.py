@@ -7,20 +7,19 @@ std) and where it came from (run, checkpoint, method, epoch, step, code version)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError
+from safetensors.torch import save_file
+
+from workbench.errors import CheckpointError, ConfigError
 from workbench.io import atomic_write, write_json
+from workbench.models.backbone import _accepts_img_size
+from workbench.runs.load import load_run, read_run_meta
 
 
 def export_backbone(run_dir: str | Path, out: str | Path, *, checkpoint: str = "last") -> tuple[Path, Path]:
     """Write ``out`` (``.safetensors``) and ``out`` with ``.json``; returns both paths."""
-    from safetensors.torch import save_file
-
-    from workbench.train import load_run
-
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
@@ -58,15 +57,13 @@ def _load_lines(name: str, file: str, size: int, small_stem: bool) -> list[str]:
 
 
 def _accepts(name: str) -> bool:
-    from workbench.models.backbone import _accepts_img_size
-
     return bool(_accepts_img_size(name))
 
 
 def _version(run_dir: Path) -> Any:
     try:
-        return json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError):
+        return read_run_meta(run_dir).get("version")
+    except CheckpointError:
         return None
 
 
