@@ -33,17 +33,20 @@ MAX_STEPS = 0               # > 0 stops pretraining early (smoke tests)'''
 SETUP = '''\
 from pathlib import Path
 
-from workbench.widgets import ensure_runs, ensure_synth
+from workbench.widgets import ensure_runs, ensure_synth, find_runs
 
 OUT = Path(OUT)
 DATA = OUT / "data" / f"synth-{IDENTITIES}x{IMAGES_PER_IDENTITY}-{SIZE}px"
 manifest = ensure_synth(DATA, identities=IDENTITIES, images_per_identity=IMAGES_PER_IDENTITY, size=SIZE)
 runs = ensure_runs(OUT / "runs", manifest, METHODS, backbone=BACKBONE, image_size=SIZE, epochs=EPOCHS,
                    batch_size=BATCH_SIZE, max_steps=MAX_STEPS)  # reused when an earlier notebook made them
-[r.name for r in runs]'''
+more_runs = [r for r in find_runs(OUT) if r not in runs]  # e.g. trained in 03: listed in every run picker
+[r.name for r in runs], [r.name for r in more_runs]'''
 
 SETUP_NOTE = ("The next cell makes the synthetic face set and the runs this notebook needs, or reuses them "
-              "when another notebook already made them under `OUT` with the same settings.")
+              "when another notebook already made them under `OUT` with the same settings. Every other "
+              "trained run under `OUT` (for example one trained in notebook 03) is listed in the run pickers, "
+              "unselected; the *Add* box under a picker adds run folders from anywhere.")
 
 NOTEBOOKS: dict[str, list[Cell]] = {}
 
@@ -86,8 +89,8 @@ One run per method. `RunConfig` holds every setting (see `workbench methods simc
 options); the run folder gets `config.json`, `metrics.jsonl` and checkpoints. A finished run is reused."""),
     ("code", '''\
 from workbench.methods import get_method
+from workbench.runs import RunFolder, pretrain
 from workbench.train import RunConfig
-from workbench.runs import pretrain
 from workbench.widgets import recipe_name
 
 runs = []
@@ -100,7 +103,7 @@ for method in METHODS:
         "train": {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "max_steps": MAX_STEPS, "lr": 2e-3, "log_every": 1},
     })
     run_dir = OUT / "runs" / recipe_name(method, BACKBONE, BATCH_SIZE, EPOCHS, DATA.name)
-    if not (run_dir / "checkpoints" / "last.safetensors").is_file():
+    if not RunFolder(run_dir).is_trained():
         result = pretrain(cfg, run_dir)
         print(method, result.status, "after", result.step, "steps")
     runs.append(run_dir)'''),
@@ -113,8 +116,7 @@ person can be recognised from the same features; lower is better for an expressi
 import pandas as pd
 
 from workbench.evaluate.protocols import EvalConfig
-from workbench.runs import evaluate_run
-from workbench.runs import load_run
+from workbench.runs import evaluate_run, load_run
 
 rows = []
 for run_dir in runs:
@@ -123,10 +125,12 @@ for run_dir in runs:
     for protocol in ("linear", "knn"):
         for target in ("expression", "identity"):
             res = evaluate_run(run, manifest, EvalConfig(protocol=protocol, target=target))
-            row[f"{target} {protocol}"] = res.accuracy
+            row[f"{target} {protocol}"] = f"{res.accuracy:.3f} [{res.ci_low:.3f}, {res.ci_high:.3f}]"
+            row["test people"] = res.n_test_people  # the split rule: res.split_rule
     rows.append(row)
+print("mean [95% person-bootstrap interval];", res.split_rule)
 table = pd.DataFrame(rows).set_index("run")
-table.round(3)'''),
+table'''),
     ("md", """\
 ## 4. Compare
 The same comparison as a widget (the table, plus bars; switch to macro-F1 or fewer labels). Next:
@@ -249,7 +253,7 @@ You will compare runs with the standard frozen-feature protocols, in one table a
     ("code", '''\
 from workbench.widgets import RunComparison
 
-comparison = RunComparison(runs, manifest)
+comparison = RunComparison(runs, manifest, more_runs=more_runs)
 comparison'''),
     ("md", "The table is a DataFrame (`comparison.table`), e.g. for your own plots or a LaTeX table."),
     ("code", '''\
@@ -311,7 +315,7 @@ On the plane, good FER embeddings sit **top-left** (high expression accuracy, lo
     ("code", '''\
 from workbench.widgets import SeparationPanel
 
-separation = SeparationPanel(runs, manifest)
+separation = SeparationPanel(runs, manifest, more_runs=more_runs)
 separation'''),
     ("md", "One run's full report, and the same scores at every checkpoint (does training remove identity?):"),
     ("code", '''\
@@ -340,7 +344,7 @@ FACES_PER_EXPRESSION = 2'''),
     ("code", '''\
 from workbench.widgets import AttentionPanel
 
-attention = AttentionPanel(runs, manifest, target=TARGET, n_per_expression=FACES_PER_EXPRESSION)
+attention = AttentionPanel(runs, manifest, more_runs=more_runs, target=TARGET, n_per_expression=FACES_PER_EXPRESSION)
 attention'''),
     ("md", "Per-expression region scores of one run as a table (`AttentionResult.summary()`):"),
     ("code", '''\
@@ -365,7 +369,7 @@ TIMEOUT = 60.0              # seconds per static export before the matplotlib fa
     ("code", '''\
 from workbench.widgets import FigurePanel
 
-figures = FigurePanel(runs, manifest, OUT / "figures", figures=FIGURES, umap_method=MAP_METHOD, timeout=TIMEOUT)
+figures = FigurePanel(runs, manifest, OUT / "figures", more_runs=more_runs, figures=FIGURES, umap_method=MAP_METHOD, timeout=TIMEOUT)
 figures'''),
     ("code", '''\
 if EXPORT:

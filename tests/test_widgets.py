@@ -220,6 +220,25 @@ def test_run_comparison_table_and_plot(tiny_run, tiny_synth):
     assert ERROR in panel.status.value
 
 
+def test_run_picker_lists_more_runs_and_adds_a_folder_of_runs(tiny_run, tiny_synth, tmp_path):
+    import shutil
+
+    from workbench.widgets._common import RunPicker
+
+    other = tmp_path / "elsewhere" / "deep" / "copy"  # a run trained somewhere else (e.g. in notebook 03)
+    shutil.copytree(tiny_run, other)
+    (tmp_path / "elsewhere" / "not-a-run").mkdir()
+    picker = RunPicker([], more=[tiny_run])
+    assert picker.options == ((tiny_run.name, str(tiny_run)),) and picker.value == ()
+    assert picker.add(tmp_path / "nothing-here") == [] and "no trained run" in picker.message.value
+    picker.folder.value = str(tmp_path / "elsewhere")
+    picker.add_button.click()
+    assert picker.value == (str(other),) and len(picker.options) == 2
+    assert picker.add(tmp_path / "elsewhere") == [] and "already listed" in picker.message.value
+    panel = RunComparison([tiny_run], tiny_synth, more_runs=[other], auto=False)
+    assert panel.runs.value == (str(tiny_run),) and len(panel.runs.options) == 2
+
+
 def test_embedding_explorer_selection_shows_those_faces(pca_map, tiny_synth):
     from plotly.callbacks import Points
 

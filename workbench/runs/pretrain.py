@@ -94,14 +94,14 @@ def prepare_run(config: RunConfig, folder: RunFolder, *, resume: bool, progress:
     ``decode_first`` is a context factory around the decoding (DDP: one process per node builds the
     decoded-face cache while the others wait)."""
     check_run_folder(config, folder, resume=resume)
-    config.build_method_config()  # validate early
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
-    method = build_method(config)
-    method.check_data(Manifest.load(config.data.manifest))  # before decoding anything
+    method = build_method(config)  # the method config is built (and validated) once, here
+    manifest = Manifest.load(config.data.manifest)  # parsed once: checked, then decoded
+    method.check_data(manifest)  # before decoding anything
     with (decode_first() if decode_first is not None else nullcontext()):
-        train, val = prepare_data(config, progress=progress)
+        train, val = prepare_data(config, manifest, progress=progress)
     return PreparedRun(method, train, online_knn_eval(config, train, val))
 
 
@@ -131,9 +131,10 @@ def _start(trainer: Trainer, folder: RunFolder, *, resume: bool,
     return trainer.fit()
 
 
-def prepare_data(config: RunConfig, *, progress: bool = True) -> tuple[FaceData, FaceData | None]:
+def prepare_data(config: RunConfig, manifest: Manifest | None = None, *, progress: bool = True
+                 ) -> tuple[FaceData, FaceData | None]:
     """Load (decode once, cached) the training split and the val split for online kNN."""
-    data = load_face_data(config.data.manifest, config.data.image_size,
+    data = load_face_data(manifest if manifest is not None else config.data.manifest, config.data.image_size,
                           cache_dir=config.data.cache_dir or None, progress=progress)
     if config.data.split == "all":
         return data, None

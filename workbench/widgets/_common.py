@@ -22,6 +22,7 @@ import ipywidgets as W
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.runs import find_runs
 
 #: colour of landmark dots on face tiles (green, as in ``views.preview``)
 LANDMARK_COLOR = (0, 220, 0)
@@ -265,12 +266,62 @@ class LiveFigure:
 
 # ----------------------------------------------------------------------------- runs
 
-def run_selector(run_dirs: Sequence[str | Path], *, description: str = "Runs", rows: int = 4) -> W.SelectMultiple:
-    """A multi-select of run folders (labels = folder names, values = paths), all selected."""
-    paths = [Path(p) for p in run_dirs]
-    return W.SelectMultiple(options=[(p.name, str(p)) for p in paths], value=tuple(str(p) for p in paths),
-                            rows=min(max(len(paths), 2), rows), description=description,
-                            layout=W.Layout(width="460px"))
+class RunPicker(W.VBox):
+    """A multi-select of run folders (labels = folder names, values = paths) with an *Add* box: type a run
+    folder, or a folder holding runs at any depth (:func:`workbench.runs.find_runs`), and its runs join
+    the list, selected. ``more`` runs are listed but not selected (e.g. every other run under the
+    notebook's ``OUT``). ``value`` / ``options`` are those of the multi-select."""
+
+    def __init__(self, run_dirs: Sequence[str | Path], *, more: Sequence[str | Path] = (), description: str = "Runs",
+                 rows: int = 4) -> None:
+        paths = [Path(p) for p in run_dirs]
+        paths += [Path(p) for p in more if Path(p) not in paths]
+        self.select = W.SelectMultiple(options=[(p.name, str(p)) for p in paths],
+                                       value=tuple(str(p) for p in run_dirs), rows=min(max(len(paths), 2), 8),
+                                       description=description, layout=W.Layout(width="460px"))
+        self.folder = W.Text(placeholder="add runs: a run folder, or a folder holding runs",
+                             layout=W.Layout(width="370px"))
+        self.add_button = W.Button(description="Add", icon="plus", layout=W.Layout(width="84px"))
+        self.message = W.HTML()
+        self.add_button.on_click(lambda _: self.add(self.folder.value))
+        self.folder.on_submit(lambda _: self.add(self.folder.value))
+        super().__init__([self.select, W.HBox([self.folder, self.add_button]), self.message])
+
+    @property
+    def value(self) -> tuple[str, ...]:
+        return tuple(self.select.value)
+
+    @value.setter
+    def value(self, value: Sequence[str]) -> None:
+        self.select.value = tuple(value)
+
+    @property
+    def options(self) -> tuple[Any, ...]:
+        return tuple(self.select.options)
+
+    def add(self, folder: str | Path) -> list[Path]:
+        """Add every trained run at or under ``folder`` (selected); returns the runs added."""
+        folder = Path(str(folder).strip()).expanduser()
+        found = find_runs(folder)
+        known = {v for _, v in self.select.options}
+        new = [p for p in found if str(p) not in known]
+        if not found:
+            self.message.value = message_html(f"no trained run (config.json + a checkpoint) at or under {folder}",
+                                              "error")
+            return []
+        selected = tuple(self.select.value)
+        self.select.options = [*self.select.options, *((p.name, str(p)) for p in new)]
+        self.select.value = (*selected, *(str(p) for p in new))
+        self.select.rows = min(max(len(self.select.options), 2), 8)
+        self.message.value = message_html(f"added {len(new)} run(s) from {folder}" if new
+                                          else f"the runs under {folder} are already listed", "ok")
+        return new
+
+
+def run_selector(run_dirs: Sequence[str | Path], *, more: Sequence[str | Path] = (), description: str = "Runs",
+                 rows: int = 4) -> RunPicker:
+    """A :class:`RunPicker` over ``run_dirs`` (selected) and ``more`` (listed, not selected)."""
+    return RunPicker(run_dirs, more=more, description=description, rows=rows)
 
 
 def frame_html(df: Any, *, digits: int = 3, max_rows: int = 200) -> str:

@@ -18,7 +18,7 @@ from workbench.errors import ConfigError
 from workbench.widgets._common import LiveFigure, Panel, frame_html, image_widget, run_selector
 
 
-def _selected(sel: W.SelectMultiple) -> list[Path]:
+def _selected(sel: Any) -> list[Path]:
     runs = [Path(v) for v in sel.value]
     if not runs:
         raise ConfigError("select at least one run")
@@ -38,18 +38,20 @@ class RunComparison(Panel):
 
     Args:
         run_dirs: run folders to offer (all selected).
+        more_runs: more run folders to list, not selected (an *Add* box adds others).
         manifest: the evaluation manifest (expression: subject-disjoint; identity: leakage split).
         protocols: names from :data:`workbench.analysis.study.DEFAULT_PROTOCOLS` (default: all).
         auto: evaluate at once (otherwise press *Evaluate*).
     """
 
-    def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, *, protocols: Sequence[str] | None = None,
+    def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, *, more_runs: Sequence[str | Path] = (),
+                 protocols: Sequence[str] | None = None,
                  auto: bool = True) -> None:
         from workbench.analysis.study import DEFAULT_PROTOCOLS
 
         super().__init__()
         self.manifest = _manifest(manifest)
-        self.runs = run_selector(run_dirs)
+        self.runs = run_selector(run_dirs, more=more_runs)
         names = list(DEFAULT_PROTOCOLS)
         self.protocols = W.SelectMultiple(options=names, value=tuple(protocols or names), rows=len(names),
                                           description="Protocols", layout=W.Layout(width="300px"))
@@ -126,16 +128,18 @@ class SeparationPanel(Panel):
 
     Args:
         run_dirs: run folders to offer (all selected).
+        more_runs: more run folders to list, not selected (an *Add* box adds others).
         manifest: manifest with ``expression`` and ``identity``.
         feature: ``feats`` (backbone) or ``z`` (projection).
         auto: compute at once.
     """
 
-    def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, *, feature: str = "feats",
+    def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, *, more_runs: Sequence[str | Path] = (),
+                 feature: str = "feats",
                  auto: bool = True) -> None:
         super().__init__()
         self.manifest = _manifest(manifest)
-        self.runs = run_selector(run_dirs)
+        self.runs = run_selector(run_dirs, more=more_runs)
         self.feature = W.ToggleButtons(options=["feats", "z"], value=feature, description="Feature")
         self.button = W.Button(description="Compute", button_style="primary", icon="balance-scale")
         self.view = W.ToggleButtons(options=[("runs plane", "plane"), ("one run", "run"),
@@ -237,6 +241,7 @@ class AttentionPanel(Panel):
 
     Args:
         run_dirs: run folders to offer (all selected).
+        more_runs: more run folders to list, not selected (an *Add* box adds others).
         manifest: manifest with landmarks and expressions.
         target: ``prototype`` (expression prototype), ``identity`` (identity centroid), ``view``
             (another view) or ``probe`` (linear-probe logit); see :func:`workbench.explain.compute_attention`.
@@ -244,13 +249,14 @@ class AttentionPanel(Panel):
         auto: compute at once.
     """
 
-    def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, *, target: str = "prototype",
+    def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, *, more_runs: Sequence[str | Path] = (),
+                 target: str = "prototype",
                  n_per_expression: int = 2, seed: int = 0, auto: bool = True) -> None:
         from workbench.explain.attention import TARGETS
 
         super().__init__()
         self.manifest = _manifest(manifest)
-        self.runs = run_selector(run_dirs)
+        self.runs = run_selector(run_dirs, more=more_runs)
         self.target = W.Dropdown(options=list(TARGETS), value=target, description="Target",
                                  layout=W.Layout(width="220px"))
         self.per_expression = W.IntSlider(value=n_per_expression, min=1, max=8, description="Faces/expr.",
@@ -334,6 +340,7 @@ class FigurePanel(Panel):
 
     Args:
         run_dirs: run folders to offer (all selected).
+        more_runs: more run folders to list, not selected (an *Add* box adds others).
         manifest: the evaluation manifest.
         out_dir: where the figures go.
         figures: initially selected figure types (default: all).
@@ -343,6 +350,7 @@ class FigurePanel(Panel):
     """
 
     def __init__(self, run_dirs: Sequence[str | Path], manifest: Any, out_dir: str | Path, *,
+                 more_runs: Sequence[str | Path] = (),
                  figures: Sequence[str] | None = None, style: str = "double", umap_method: str = "umap",
                  timeout: float = 60.0) -> None:
         from workbench.analysis.study import FIGURES
@@ -350,7 +358,7 @@ class FigurePanel(Panel):
 
         super().__init__()
         self.manifest = _manifest(manifest)
-        self.runs = run_selector(run_dirs)
+        self.runs = run_selector(run_dirs, more=more_runs)
         self.figures = W.SelectMultiple(options=list(FIGURES), value=tuple(figures or FIGURES), rows=len(FIGURES),
                                         description="Figures", layout=W.Layout(width="320px"))
         self.style = W.Dropdown(options=list(PRESETS), value=style, description="Style",
