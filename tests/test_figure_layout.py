@@ -64,8 +64,9 @@ def separation_reports(runs=RUNS) -> dict:
             variance={"identity": 0.6, "expression": 0.1 + 0.05 * k, "additive": 0.72, "identity_unique": 0.62,
                       "expression_unique": 0.12, "shared": -0.02, "residual": 0.28},
             silhouette_expression=-0.05 + 0.05 * k, silhouette_identity=0.2, expression_over_identity=-0.3 + 0.2 * k,
-            intervals={n: {"low": 0.3, "high": 0.6, "n_people": 10}
-                       for n in ("expression_linear", "expression_knn", "identity_linear", "identity_knn")})
+            intervals={n: {"low": v - 0.07, "high": min(1.0, v + 0.06), "n_people": 10}
+                       for n, v in (("expression_linear", 0.4 + 0.1 * k), ("expression_knn", 0.38 + 0.1 * k),
+                                    ("identity_linear", 0.9 - 0.2 * k), ("identity_knn", 0.8))})
     return out
 
 

@@ -307,7 +307,7 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
             "manifest": str(m.path), "seed": seed, "code": code_version()}
     written: dict[str, Path] = {}
 
-    def export(fig, name: str, data) -> Path:  # matplotlib figures from workbench.viz.figures
+    def export(fig, data, name: str) -> Path:  # (figure, data) of workbench.viz.figures, then the name
         import matplotlib.pyplot as plt
 
         try:
@@ -331,7 +331,7 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
 
         emap = umap_for_runs(runs, m, method=umap_method, seed=seed)
         fig, data = umap_panels_figure(emap.frame(), style=style, facet="run", method=umap_method.upper())
-        written["umap_panels"] = export(fig, "umap_panels", data)
+        written["umap_panels"] = export(fig, data, "umap_panels")
         write_plotly_html(emap.plot(color="expression", facet="run"), out / "umap_panels.html", plotlyjs_dir=out)
     if "gradcam_grid" in figures and m.has("landmarks"):
         from workbench.viz.figures import gradcam_grid_figure, region_bars_figure

@@ -69,7 +69,8 @@ _MAX_HEIGHT_IN = {"single": 8.0, "double": 8.5, "slide": 5.6}
 def _wrap(text: str, width_in: float, font_pt: float) -> str:
     """Wrap ``text`` to the characters that fit ``width_in`` at ``font_pt`` (average glyph 0.58 em)."""
     chars = max(6, int(width_in * 72.0 / (0.58 * font_pt)))
-    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=True) for line in str(text).split("\n"))
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=True, break_long_words=False)
+                     for line in str(text).split("\n"))
 
 
 def _figure(p: StylePreset, nrows: int = 1, ncols: int = 1, *, height_in: float | None = None, **kw: Any):
@@ -80,10 +81,13 @@ def _figure(p: StylePreset, nrows: int = 1, ncols: int = 1, *, height_in: float 
 
 
 def _legend_below(fig: Any, handles: list, labels: list[str], p: StylePreset, *, title: str | None = None,
-                  text_only: bool = False) -> None:
-    """One legend for the figure, centred under the plot area, as many columns as fit the width."""
+                  text_only: bool = False, key: Sequence[str] = ()) -> None:
+    """One legend for the figure, centred under the plot area, as many columns as fit the width; ``key``
+    lines (``A: full run name``) go into its title, one per line."""
     if not handles:
         return
+    if key:
+        title = "\n".join([*(_wrap(k, p.width_in * 0.9, p.legend_size) for k in key), *([title] if title else [])])
     labels = [_wrap(lab, p.width_in * 0.9, p.legend_size) for lab in labels]
     longest = max(max(len(s) for s in lab.split("\n")) for lab in labels)
     col_in = (longest * 0.58 * p.legend_size + (1.0 if text_only else 2.5) * p.legend_size) / 72.0
@@ -189,7 +193,9 @@ def training_curves_figure(data: pd.DataFrame, *, style: str | StylePreset = "do
         ax_loss = axes[0][0]
         for run in runs:
             part = data[(data["run"].astype(str) == run) & data["loss"].notna()].sort_values("step")
-            ax_loss.plot(part["step"], part["loss"], color=colors[run], lw=p.line_width)
+            few = len(part) <= 20  # a short run: markers, so a single record is still visible
+            ax_loss.plot(part["step"], part["loss"], color=colors[run], lw=p.line_width, marker="o" if few else None,
+                         ms=p.marker_size)
         ax_loss.set_xlabel("Step")
         ax_loss.set_ylabel("Loss")
         _panel_title(ax_loss, metric_label("loss"), p, p.width_in / ncols)
@@ -210,7 +216,10 @@ def training_curves_figure(data: pd.DataFrame, *, style: str | StylePreset = "do
             ax.set_ylabel("Accuracy")
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
             _panel_title(ax, metric_label("knn_expression"), p, p.width_in / ncols)
-        ax_loss.xaxis.set_major_locator(MaxNLocator(nbins=4 if p.name == "single" else 6))
+        ax_loss.xaxis.set_major_locator(MaxNLocator(nbins=4 if p.name == "single" else 6, integer=True))
+        steps = data.loc[data["loss"].notna(), "step"].astype(float)
+        if len(steps) and steps.max() - steps.min() < 2:  # one logged step: integer ticks around it
+            ax_loss.set_xlim(steps.min() - 1, steps.max() + 1)
         _legend_below(fig, handles, labels, p)
     return fig, data
 
@@ -252,7 +261,8 @@ def probe_comparison_figure(table: pd.DataFrame, *, style: str | StylePreset = "
             drew_chance |= _grouped_bars(ax, cols, runs, values, colors, p, intervals=ivs, chance=chance,
                                          tick_labels=[metric_label(c, short=True) for c in cols])
             _panel_title(ax, title, p, p.width_in / n)
-            ax.set_ylim(0.0, 1.0)
+            ax.set_ylim(0.0, 1.03)
+            ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
         axes[0][0].set_ylabel("Accuracy")
         handles, labels = _run_handles(runs, colors, p=p), [run_key(runs)[r] for r in runs]
         if drew_chance:
@@ -323,14 +333,15 @@ def separation_figure(reports: Mapping[str, Any], *, style: str | StylePreset = 
             _panel_title(ax, title, p, panel_w)
             vals = pd.to_numeric(sub["value"], errors="coerce")
             if title in ("Probe accuracy", "Variance share"):
-                ax.set_xlim(0.0, 1.0)
+                ax.set_xlim(0.0, 1.03)  # room for an interval that ends at 1
+                ax.set_xticks([0.0, 0.5, 1.0])
                 ax.set_xlabel("Accuracy" if title == "Probe accuracy" else "Share of variance")
             else:
                 lo = min(0.0, float(np.nanmin(vals)) if vals.notna().any() else 0.0)
                 ax.set_xlim(min(-0.05, lo * 1.15), 1.0)
                 ax.axvline(0.0, color="#000000", lw=p.axis_line_width)
                 ax.set_xlabel("Score")
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=3 if p.name == "single" else 4))
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=3 if p.name == "single" else 4))
         handles, labels = _run_handles(runs, colors, p=p), [run_key(runs)[r] for r in runs]
         if drew_chance:
             handles.append(_chance_handle(p))
@@ -391,10 +402,8 @@ def umap_panels_figure(frame: pd.DataFrame, *, style: str | StylePreset = "doubl
         handles = [Line2D([], [], ls="", marker="o", color=cmap[v], ms=p.marker_size * 1.3) for v in order[:12]]
         labels = list(order[:12])
         keyed = {k: v for k, v in run_key(panels).items() if k != v} if panels != [None] else {}
-        if keyed:  # letters on the panels: the legend says which run each is
-            handles += [Line2D([], [], ls="") for _ in keyed]
-            labels += list(keyed.values())
-        _legend_below(fig, handles, labels, p)
+        # letters on the panels: the legend title says which run each is
+        _legend_below(fig, handles, labels, p, key=list(keyed.values()))
     return fig, df
 
 
@@ -520,7 +529,7 @@ def region_bars_figure(result: Any, *, style: str | StylePreset = "double", metr
         ivs = {(r, e): (m - s, m + s) for r, e, m, s in zip(long["region"], long["expression"], long["mean"],
                                                              long["sem"])}
         _grouped_bars(ax, regions, exprs, values, colors, p, intervals=ivs,
-                      tick_labels=[_wrap(r.replace("_", " "), p.width_in / max(1, len(regions)), p.tick_size)
+                      tick_labels=[_wrap(r.replace("cheeks_jaw", "cheeks/jaw").replace("_", " "), p.width_in / max(1, len(regions)), p.tick_size)
                                    for r in regions])
         if metric == "score":
             ax.axhline(1.0, color=CHANCE_COLOR, ls=(0, (3, 2)), lw=p.line_width)
@@ -565,7 +574,8 @@ def layout_problems(fig: Any, *, tol: float = 1.0) -> list[str]:
     - a text (title, axis label, tick label, legend, colour bar label) reaches outside the figure;
     - a legend covers a plot area (axes);
     - a title or axis label covers another axes or another title/label;
-    - neighbouring tick labels of one axis overlap; a tick label is rotated.
+    - neighbouring tick labels of one axis overlap or nearly touch (gap under 1/3 of the font size);
+    - a tick label is rotated.
     """
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
@@ -592,8 +602,10 @@ def layout_problems(fig: Any, *, tol: float = 1.0) -> list[str]:
         for axis in (ax.xaxis, ax.yaxis):
             labs = _tick_labels(axis)
             bbs = [lab.get_window_extent(r) for lab in labs]
+            # neighbours need a gap of a third of the font size, else they read as one number
+            gap = (labs[0].get_fontsize() * fig.dpi / 72.0 / 3.0) if labs else 0.0
             for a_i in range(len(bbs) - 1):
-                if _overlap(bbs[a_i], bbs[a_i + 1]):
+                if _overlap(bbs[a_i], bbs[a_i + 1], tol=-gap):
                     problems.append(f"axes {i} tick labels '{labs[a_i].get_text()[:20]}' and "
                                     f"'{labs[a_i + 1].get_text()[:20]}' overlap")
         for j, other in enumerate(axes):
