@@ -218,3 +218,12 @@ def test_plotly_html_shares_one_plotly_js(tmp_path):
     html = (tmp_path / "one" / "bars.html").read_text()
     assert 'src="../plotly.min.js"' in html
     assert stat.S_IMODE((tmp_path / "one" / "bars.html").stat().st_mode) & 0o044 == 0o044
+
+
+def test_the_check_sees_tick_labels_that_run_together():
+    fig, ax = plt.subplots(figsize=(1.2, 1.5))
+    ax.set_xlim(0, 1)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0.00", "0.25", "0.50", "0.75", "1.00"], fontsize=9)
+    problems = F.layout_problems(fig)
+    plt.close(fig)
+    assert any("tick labels" in p and "overlap" in p for p in problems)

@@ -44,6 +44,9 @@ IDENTITY_PALETTE: tuple[str, ...] = (
 )
 FACTOR_COLORS: dict[str, str] = {"expression": "#0072B2", "identity": "#D55E00", "residual": "#BBBBBB",
                                  "shared": "#999999"}
+#: Okabe & Ito (2008) colour-blind-safe palette, in the order runs get their colours (black last).
+OKABE_ITO: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
+                              "#000000")
 SEQUENCE_PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
                                      "#000000", "#999999")
 
@@ -135,10 +138,13 @@ def apply_plotly_style(fig: Any, preset: str | StylePreset = "single") -> Any:
         title_font={"size": pt_to_px(p.title_size)},
         legend={"font": {"size": pt_to_px(p.legend_size)}},
         margin={"l": 8, "r": 8, "t": 28 if fig.layout.title.text else 8, "b": 8, "autoexpand": True},
+        colorway=list(OKABE_ITO),  # traces without their own colour: colour-blind safe, like the paper figures
         paper_bgcolor="white",
         plot_bgcolor="white",
     )
-    axis = {"linewidth": pt_to_px(p.axis_line_width), "tickwidth": pt_to_px(p.axis_line_width),
+    if fig.layout.title.text:
+        fig.update_layout(title_automargin=True)  # the margin grows to the title instead of clipping it
+    axis = {"automargin": True, "linewidth": pt_to_px(p.axis_line_width), "tickwidth": pt_to_px(p.axis_line_width),
             "tickfont": {"size": pt_to_px(p.tick_size)}, "title_font": {"size": pt_to_px(p.font_size)},
             "showline": True, "linecolor": "#000000", "ticks": "outside", "ticklen": 3}
 
@@ -214,9 +220,6 @@ def mpl_style(preset: str | StylePreset = "single") -> Iterator[StylePreset]:
 
 # -- one style for every paper figure -----------------------------------------------------------
 
-#: Okabe & Ito (2008) colour-blind-safe palette, in the order runs get their colours (black last).
-OKABE_ITO: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
-                              "#000000")
 CHANCE_COLOR = "#555555"
 INTERVAL_NOTE = "error bars: 95% CI (person bootstrap)"
 
