@@ -84,13 +84,13 @@ def map_frame(runs=RUNS) -> pd.DataFrame:
 def attention_result(seed: int = 0, size: int = 48) -> SimpleNamespace:
     """What the grid needs of an AttentionResult: images, heatmaps, scores (path, expression, score_*)."""
     rng = np.random.default_rng(seed)
-    exprs = [e for e in EXPRESSIONS if e != "contempt"]
+    exprs = list(EXPRESSIONS)
     n = 2 * len(exprs)
     yy, xx = np.mgrid[0:size, 0:size] / size
     heat = np.stack([np.exp(-((xx - rng.uniform(.3, .7)) ** 2 + (yy - rng.uniform(.3, .8)) ** 2) / 0.03)
                      for _ in range(n)])
     images = (rng.uniform(0.3, 0.7, size=(n, size, size, 1)) * 255 * np.ones(3)).astype(np.uint8)
-    regions = ["brows", "eyes", "nose", "mouth", "cheeks_jaw"]
+    regions = ["brows", "eyes", "nose", "mouth", "cheeks_jaw", "rest_of_face", "outside_face"]  # the real seven
     scores = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "expression": [exprs[i // 2] for i in range(n)],
                            **{f"score_{r}": rng.uniform(0.5, 2.0, n) for r in regions}})
     return SimpleNamespace(images=images, heatmaps=heat.astype(np.float16), scores=scores, regions=regions,

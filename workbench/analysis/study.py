@@ -310,7 +310,11 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
     def export(fig, data, name: str) -> Path:  # (figure, data) of workbench.viz.figures, then the name
         import matplotlib.pyplot as plt
 
+        from workbench.viz.figures import layout_problems
+
         try:
+            for problem in layout_problems(fig):  # real data can be longer or odder than the tests' data
+                warnings.warn(f"figure {name} ({style}): {problem}", stacklevel=2)
             return export_figure(fig, out, name, preset=style, data=data, card=card, timeout=timeout)["pdf"]
         finally:
             plt.close(fig)

@@ -522,19 +522,23 @@ def region_bars_figure(result: Any, *, style: str | StylePreset = "double", metr
                          "n": int(len(v))})
     long = pd.DataFrame(rows, columns=["expression", "region", "mean", "sem", "n"])
     colors = {e: expression_color(e) for e in exprs}
+    # horizontal bars: region names never collide; the height grows with regions x expressions
+    bar_in = {"single": 0.045, "double": 0.05, "slide": 0.07}.get(p.name, 0.05) * (p.font_size / 8.0 if
+                                                                                   p.name == "slide" else 1.0)
+    legend_in = 0.25 + 0.22 * math.ceil((len(exprs) + 1) / (2 if p.name == "single" else 5)) * p.legend_size / 7.0
+    height = 0.7 + len(regions) * max(0.25, bar_in * max(1, len(exprs))) + legend_in
+    height = max(p.height_in, min(_MAX_HEIGHT_IN.get(p.name, 8.0), height))
     with mpl_style(p):
-        fig, axes = _figure(p, 1, 1)
+        fig, axes = _figure(p, 1, 1, height_in=height)
         ax = axes[0][0]
         values = {(r, e): m for r, e, m in zip(long["region"], long["expression"], long["mean"])}
         ivs = {(r, e): (m - s, m + s) for r, e, m, s in zip(long["region"], long["expression"], long["mean"],
                                                              long["sem"])}
-        _grouped_bars(ax, regions, exprs, values, colors, p, intervals=ivs,
-                      tick_labels=[_wrap(r.replace("cheeks_jaw", "cheeks/jaw").replace("_", " "), p.width_in / max(1, len(regions)), p.tick_size)
-                                   for r in regions])
+        _grouped_bars(ax, regions, exprs, values, colors, p, intervals=ivs, horizontal=True,
+                      tick_labels=[r.replace("cheeks_jaw", "cheeks/jaw").replace("_", " ") for r in regions])
         if metric == "score":
-            ax.axhline(1.0, color=CHANCE_COLOR, ls=(0, (3, 2)), lw=p.line_width)
-        ax.set_ylabel(_wrap("Attention / area (1 = uniform)" if metric == "score" else "Share of attention",
-                            p.height_in * 0.8, p.font_size))
+            ax.axvline(1.0, color=CHANCE_COLOR, ls=(0, (3, 2)), lw=p.line_width)
+        ax.set_xlabel("Attention / area (1 = uniform)" if metric == "score" else "Share of attention")
         handles = _run_handles(exprs, colors, p=p)
         labels = list(exprs)
         if metric == "score":
