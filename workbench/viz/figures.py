@@ -316,9 +316,14 @@ def separation_figure(reports: Mapping[str, Any], *, style: str | StylePreset = 
     vertical = p.name == "single"
     nrows, ncols = (n, 1) if vertical else (1, n)
     height = min(_MAX_HEIGHT_IN.get(p.name, 8.0), 1.5 * n + 0.9) if vertical else p.height_in + 0.4
-    panel_w = p.width_in / ncols
+    # side by side: give each panel its tick labels' width on top of an equal plot width
+    label_in = [max(len(metric_label(k, short=True).replace("\n", " ")) for k in keys) * 0.58 * p.tick_size / 72.0
+                + 0.15 for keys in panels.values()]
+    plot_in = max(0.8, (p.width_in - sum(label_in)) / n)
+    ratios = [plot_in + w for w in label_in]
     with mpl_style(p):
-        fig, axes = _figure(p, nrows, ncols, height_in=height)
+        fig, axes = _figure(p, nrows, ncols, height_in=height,
+                            **({} if vertical else {"gridspec_kw": {"width_ratios": ratios}}))
         flat = [a for row in axes for a in row]
         drew_chance = drew_ci = False
         for ax, (title, keys) in zip(flat, panels.items()):
@@ -330,7 +335,9 @@ def separation_figure(reports: Mapping[str, Any], *, style: str | StylePreset = 
             drew_chance |= _grouped_bars(ax, keys, runs, values, colors, p, intervals=ivs, chance=chance,
                                          tick_labels=[metric_label(k, short=True).replace("\n", " ")
                                                       for k in keys], horizontal=True)
-            _panel_title(ax, title, p, panel_w)
+            # the title is centred over the plot area (not over the tick labels)
+            _panel_title(ax, title, p, (p.width_in - label_in[flat.index(ax)] if vertical else plot_in)
+                         + 0.45 * p.font_size / 8.0)
             vals = pd.to_numeric(sub["value"], errors="coerce")
             if title in ("Probe accuracy", "Variance share"):
                 ax.set_xlim(0.0, 1.03)  # room for an interval that ends at 1
