@@ -250,14 +250,32 @@ def plotly_to_mpl(fig: Any, preset: str | StylePreset = "single") -> Any:
             pos = np.arange(len(cats)) + (j - (n - 1) / 2) * (0.8 / n)
             ax.bar(pos, np.array(list(tr.y), dtype=float), width=0.8 / n, color=tr.marker.color if isinstance(tr.marker.color, str)
                    else None, label=label)
-            ax.set_xticks(np.arange(len(cats)), [str(c) for c in cats])
+            from workbench.viz.figures import _wrap
+            from workbench.viz.style import METRIC_LABELS, metric_label
+
+            room = p.width_in / max(1, len(cols)) / max(1, len(cats))
+            ax.set_xticks(np.arange(len(cats)), [_wrap(metric_label(c) if str(c) in METRIC_LABELS else str(c),
+                                                       room, p.tick_size) for c in cats])
     ax0 = axes[-1][0]
     ax0.set_xlabel(_axis_title(fig.layout.xaxis))
     ax0.set_ylabel(_axis_title(fig.layout.yaxis))
     if fig.layout.title.text:
         mfig.suptitle(re.sub(r"<[^>]+>", " ", fig.layout.title.text))
-    if seen_labels:
-        axes[0][-1].legend(loc="best", markerscale=1.5)
+    if seen_labels:  # one legend under the plot area (never over the data)
+        from workbench.viz.figures import _legend_below
+
+        handles, labels = [], []
+        for ax in mfig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        _legend_below(mfig, handles, labels, p)
+    if bar_traces:  # last, once titles and legend took their room
+        from workbench.viz.figures import fit_tick_labels
+
+        for ax in mfig.axes:
+            fit_tick_labels(mfig, ax)
     return mfig
 
 

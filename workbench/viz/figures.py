@@ -92,9 +92,26 @@ def _legend_below(fig: Any, handles: list, labels: list[str], p: StylePreset, *,
     longest = max(max(len(s) for s in lab.split("\n")) for lab in labels)
     col_in = (longest * 0.58 * p.legend_size + (1.0 if text_only else 2.5) * p.legend_size) / 72.0
     ncols = max(1, min(len(labels), int(p.width_in * 0.95 // max(col_in, 1e-3))))
-    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, title=title,
-               title_fontsize=p.legend_size, handlelength=0.0 if text_only else 1.5, columnspacing=1.0,
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, title=title, fontsize=p.legend_size,
+               frameon=False, title_fontsize=p.legend_size, handlelength=0.0 if text_only else 1.5, columnspacing=1.0,
                handletextpad=0.0 if text_only else 0.4)
+
+
+def fit_tick_labels(fig: Any, ax: Any, *, min_pt: float = 5.0) -> None:
+    """Shrink the x tick labels of ``ax`` (half a point at a time, not below ``min_pt``) until neighbours
+    no longer touch; for converted figures whose categories the caller does not know in advance."""
+    labels = _tick_labels(ax.xaxis)
+    while labels:
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        size = labels[0].get_fontsize()
+        gap = size * fig.dpi / 72.0 / 3.0
+        bbs = [lab.get_window_extent(r) for lab in labels]
+        if not any(_overlap(a, b, tol=-gap) for a, b in zip(bbs, bbs[1:])) or size - 0.5 < min_pt:
+            return
+        for lab in labels:
+            lab.set_fontsize(size - 0.5)
+        ax.tick_params(axis="x", labelsize=size - 0.5)
 
 
 def _is_num(v: Any) -> bool:
