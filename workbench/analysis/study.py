@@ -99,6 +99,7 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
             res.save(_folder(run, "eval", m) / name)
             row[name] = res.accuracy
             row[f"{name}_f1"] = res.macro_f1
+            row.update({f"{name}_low": res.ci_low, f"{name}_high": res.ci_high, f"{name}_chance": res.chance})
         rows.append(row)
     table = pd.DataFrame(rows)
     if out:
@@ -289,12 +290,11 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def training_curves(run_dirs: Sequence[str | Path]):
-    """Plotly figure: loss per step and online kNN per epoch, one line per run."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def training_curves(run_dirs: Sequence[str | Path], *, style: str = "double", chance: float | None = None):
+    """Matplotlib figure (:func:`workbench.viz.figures.training_curves_figure`): loss per step and online
+    kNN per epoch, one colour per run; returns ``(figure, data)`` read from each run's ``metrics.jsonl``."""
+    from workbench.viz.figures import training_curves_figure
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("pretraining loss", "online kNN expression accuracy"))
     rows = []
     for rd in run_dirs:
         name = Path(rd).name
@@ -304,39 +304,24 @@ def training_curves(run_dirs: Sequence[str | Path]):
         recs = [r for r in recs if _number(r.get("step")) and _number(r.get("epoch"))]
         steps = [r for r in recs if _number(r.get("loss"))]
         knn = [r for r in recs if _number(r.get("knn/expression"))]
-        fig.add_trace(go.Scatter(x=[r["step"] for r in steps], y=[r["loss"] for r in steps], name=name,
-                                 mode="lines", legendgroup=name), row=1, col=1)
-        if knn:
-            fig.add_trace(go.Scatter(x=[r["epoch"] for r in knn], y=[r["knn/expression"] for r in knn], name=name,
-                                     mode="lines+markers", legendgroup=name, showlegend=False), row=1, col=2)
         rows += [{"run": name, "step": r["step"], "epoch": r["epoch"], "loss": r.get("loss"),
                   "knn_expression": r.get("knn/expression")} for r in steps + knn]
-    fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    return fig, pd.DataFrame(rows)
+    data = pd.DataFrame(rows, columns=["run", "step", "epoch", "loss", "knn_expression"])
+    return training_curves_figure(data, style=style, chance=chance)
 
 
-def probe_comparison_figure(table: pd.DataFrame):
-    import plotly.express as px
+def probe_comparison_figure(table: pd.DataFrame, *, style: str = "double"):
+    """:func:`workbench.viz.figures.probe_comparison_figure` of a :func:`compare_runs` table."""
+    from workbench.viz.figures import probe_comparison_figure as build
 
-    cols = [c for c in DEFAULT_PROTOCOLS if c in table.columns]
-    long = table.melt(id_vars=["run"], value_vars=cols, var_name="protocol", value_name="accuracy")
-    fig = px.bar(long, x="protocol", y="accuracy", color="run", barmode="group",
-                 title="frozen-feature probes (expression: subject-disjoint)")
-    return fig, long
+    return build(table, style=style)
 
 
-def separation_bars_figure(reports: dict[str, Any]):
-    import plotly.express as px
+def separation_bars_figure(reports: dict[str, Any], *, style: str = "double"):
+    """:func:`workbench.viz.figures.separation_figure` of ``{run: SeparationReport}``."""
+    from workbench.viz.figures import separation_figure
 
-    rows = []
-    for name, rep in reports.items():
-        for k, v in rep.metrics().items():
-            if v is not None:
-                rows.append({"run": name, "metric": k, "value": v})
-    long = pd.DataFrame(rows)
-    fig = px.bar(long, x="metric", y="value", color="run", barmode="group", title="identity vs expression")
-    return fig, long
+    return separation_figure(reports, style=style)
 
 
 def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Path, *,
@@ -357,31 +342,46 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
     card = {"runs": {r.name: read_run_meta(r)["config"] for r in runs},
             "manifest": str(m.path), "seed": seed, "code": code_version()}
     written: dict[str, Path] = {}
-    if "training_curves" in figures:
-        fig, data = training_curves(runs)
-        written["training_curves"] = export_figure(fig, out, "training_curves", preset=style, data=data, card=card,
-                                                   timeout=timeout)["pdf"]
+
+    def export(fig, data, name: str) -> Path:  # (figure, data) of workbench.viz.figures, then the name
+        import matplotlib.pyplot as plt
+
+        from workbench.viz.figures import layout_problems
+
+        try:
+            for problem in layout_problems(fig):  # real data can be longer or odder than the tests' data
+                warnings.warn(f"figure {name} ({style}): {problem}", stacklevel=2)
+            return export_figure(fig, out, name, preset=style, data=data, card=card, timeout=timeout)["pdf"]
+        finally:
+            plt.close(fig)
+
     table = compare_runs(runs, m, seed=seed, out=out / "results.csv")
+    if "training_curves" in figures:
+        chance = table["expr_knn_chance"].dropna() if "expr_knn_chance" in table else pd.Series(dtype=float)
+        written["training_curves"] = export(*training_curves(runs, style=style, chance=chance.mean()
+                                                             if len(chance) else None), "training_curves")
     if "probe_comparison" in figures:
-        fig, data = probe_comparison_figure(table)
-        written["probe_comparison"] = export_figure(fig, out, "probe_comparison", preset=style, data=data,
-                                                    card=card, timeout=timeout)["pdf"]
+        written["probe_comparison"] = export(*probe_comparison_figure(table, style=style), "probe_comparison")
     if "separation_bars" in figures:
         reports = separation_for_runs(runs, m, seed=seed)
-        fig, data = separation_bars_figure(reports)
-        written["separation_bars"] = export_figure(fig, out, "separation_bars", preset=style, data=data,
-                                                   card=card, timeout=timeout)["pdf"]
+        written["separation_bars"] = export(*separation_bars_figure(reports, style=style), "separation_bars")
     if "umap_panels" in figures:
+        from workbench.viz.export import write_plotly_html
+        from workbench.viz.figures import umap_panels_figure
+
         emap = umap_for_runs(runs, m, method=umap_method, seed=seed)
-        written["umap_panels"] = emap.export(out, style=style, name="umap_panels", color="expression",
-                                             facet="run", card=card, timeout=timeout)["pdf"]
+        fig, data = umap_panels_figure(emap.frame(), style=style, facet="run", method=umap_method.upper())
+        written["umap_panels"] = export(fig, data, "umap_panels")
+        write_plotly_html(emap.plot(color="expression", facet="run"), out / "umap_panels.html", plotlyjs_dir=out)
     if "gradcam_grid" in figures and m.has("landmarks"):
-        for r in runs:
-            res = attention_for_run(r, m, seed=seed, n_per_expression=2)
-            res.save_overlays(out / f"gradcam_{r.name}")
-            written[f"gradcam_{r.name}"] = export_figure(
-                res.plot_regions(), out, f"gradcam_regions_{r.name}", preset=style, data=res.summary().reset_index(),
-                card=card, timeout=timeout)["pdf"]
+        from workbench.viz.figures import gradcam_grid_figure, region_bars_figure
+
+        results = {r.name: attention_for_run(r, m, seed=seed, n_per_expression=2) for r in runs}
+        written["gradcam_grid"] = export(*gradcam_grid_figure(results, style=style), "gradcam_grid")
+        for name, res in results.items():
+            res.save_overlays(out / f"gradcam_{name}", cmap="inferno")
+            written[f"gradcam_regions_{name}"] = export(*region_bars_figure(res, style=style),
+                                                        f"gradcam_regions_{name}")
     cols = ["run", "method"] + [c for c in DEFAULT_PROTOCOLS if c in table.columns]
     tex = latex_table(table[cols], caption="Frozen-feature evaluation (accuracy). Expression: subject-disjoint; "
                                            "identity: leakage (lower is better for expression embeddings).",

@@ -11,13 +11,15 @@ def register(sub) -> None:
     from workbench.analysis.study import FIGURES
 
     p = sub.add_parser("figures", help="paper figures (PDF/SVG/PNG + CSV + JSON card) and a LaTeX table",
-                       description="Training curves, probe comparison, separation bars, UMAP panels and Grad-CAM "
-                                   "grids with region bars, in fixed single/double-column styles.")
+                       description="Training curves, probe comparison (95% CIs, chance levels), separation panels, "
+                                   "UMAP panels and a Grad-CAM grid with region bars, in one colour-blind-safe "
+                                   "style: single column, double column or slide.")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--figures", nargs="*", default=None, choices=FIGURES, help="subset to write [default: all]")
-    p.add_argument("--style", default="double", choices=("single", "double"))
+    p.add_argument("--style", default="double", choices=("single", "double", "slide"),
+                   help="single column (3.5 in), double column (7.16 in) or slide (10 in) [default: double]")
     p.add_argument("--umap-method", default="umap", choices=("umap", "pca"))
     p.add_argument("--seed", type=seed_arg, default=0)
     p.set_defaults(func=run)

@@ -154,7 +154,7 @@ class AttentionResult(Results):
 
     # -- pictures ------------------------------------------------------------------------------
     def overlay(self, i: int, *, alpha: float = 0.5, landmarks: bool = True, regions: bool = False,
-                scale: int = 1, cmap: str = "jet", landmark_color: tuple[int, int, int] = (0, 255, 255)
+                scale: int = 1, cmap: str = "inferno", landmark_color: tuple[int, int, int] = (0, 255, 255)
                 ) -> np.ndarray:
         """Heatmap (colormap) blended over face ``i``, with the 68 landmarks drawn.
 
@@ -163,8 +163,8 @@ class AttentionResult(Results):
             landmarks: draw the 68 points in ``landmark_color`` (default cyan).
             regions: draw the region borders in white (to check the region layout).
             scale: integer upscaling (nearest) before drawing; 3-4 makes 64 px faces readable.
-            cmap: a matplotlib colormap name (default ``"jet"``, the usual CAM look; ``"inferno"``
-                is perceptually uniform).
+            cmap: a matplotlib colormap name (default ``"inferno"``, perceptually uniform; ``"jet"``, the
+                usual CAM look, exaggerates some levels and is not colour-blind safe).
         Returns:
             (H*scale, W*scale, 3) uint8.
         """

@@ -2,8 +2,9 @@
 
 :func:`export_figure` accepts a plotly or a matplotlib figure.
 
-- **plotly**: restyled with the preset, written as interactive HTML (``plotly.min.js`` is written once
-  next to it, so the HTML works offline), then rendered by Kaleido **in a child process with a
+- **plotly**: restyled with the preset, written as interactive HTML that loads ONE shared
+  ``plotly.min.js`` by a relative path (written once into ``plotlyjs_dir``, default the output folder,
+  so the HTML works offline and a figure set holds one 4.8 MB copy, not one per folder), then rendered by Kaleido **in a child process with a
   timeout** (Kaleido 1.x drives Chromium and is known to hang: plotly/Kaleido #80, #110, #134).
   On timeout or failure the same figure is drawn with matplotlib - by the caller's ``mpl_fallback(preset)``
   when given, else by a generic converter for scatter/line/bar traces - and the card records
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.io import atomic_write
+from workbench.io import atomic_write, write_text_atomic
 from workbench.viz.style import (
     PX_PER_IN,
     StylePreset,
@@ -133,6 +134,27 @@ def render_with_kaleido(fig: Any, paths: Sequence[Path], *, width_px: int, heigh
             tmp.unlink(missing_ok=True)
 
 
+def shared_plotlyjs(folder: str | Path) -> Path:
+    """``folder/plotly.min.js`` (plotly's offline bundle), written only when missing or of another version."""
+    from plotly.offline import get_plotlyjs
+
+    js = Path(folder) / "plotly.min.js"
+    text = get_plotlyjs()
+    if not js.is_file() or js.stat().st_size != len(text.encode("utf-8")):
+        write_text_atomic(js, text)
+    return js
+
+
+def write_plotly_html(fig: Any, path: str | Path, *, plotlyjs_dir: str | Path | None = None) -> Path:
+    """Interactive HTML of a plotly figure that references the shared ``plotly.min.js`` in ``plotlyjs_dir``
+    (default: the HTML's folder) by a relative path instead of embedding or copying it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    js = shared_plotlyjs(plotlyjs_dir if plotlyjs_dir is not None else path.parent)
+    src = os.path.relpath(js, path.parent).replace(os.sep, "/")
+    return atomic_write(path, lambda t: fig.write_html(t, include_plotlyjs=src, full_html=True))
+
+
 def _set_png_dpi(path: Path, dpi: int) -> None:
     from PIL import Image
 
@@ -228,14 +250,32 @@ def plotly_to_mpl(fig: Any, preset: str | StylePreset = "single") -> Any:
             pos = np.arange(len(cats)) + (j - (n - 1) / 2) * (0.8 / n)
             ax.bar(pos, np.array(list(tr.y), dtype=float), width=0.8 / n, color=tr.marker.color if isinstance(tr.marker.color, str)
                    else None, label=label)
-            ax.set_xticks(np.arange(len(cats)), [str(c) for c in cats])
+            from workbench.viz.figures import _wrap
+            from workbench.viz.style import METRIC_LABELS, metric_label
+
+            room = p.width_in / max(1, len(cols)) / max(1, len(cats))
+            ax.set_xticks(np.arange(len(cats)), [_wrap(metric_label(c) if str(c) in METRIC_LABELS else str(c),
+                                                       room, p.tick_size) for c in cats])
     ax0 = axes[-1][0]
     ax0.set_xlabel(_axis_title(fig.layout.xaxis))
     ax0.set_ylabel(_axis_title(fig.layout.yaxis))
     if fig.layout.title.text:
         mfig.suptitle(re.sub(r"<[^>]+>", " ", fig.layout.title.text))
-    if seen_labels:
-        axes[0][-1].legend(loc="best", markerscale=1.5)
+    if seen_labels:  # one legend under the plot area (never over the data)
+        from workbench.viz.figures import _legend_below
+
+        handles, labels = [], []
+        for ax in mfig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        _legend_below(mfig, handles, labels, p)
+    if bar_traces:  # last, once titles and legend took their room
+        from workbench.viz.figures import fit_tick_labels
+
+        for ax in mfig.axes:
+            fit_tick_labels(mfig, ax)
     return mfig
 
 
@@ -251,6 +291,7 @@ def export_figure(
     mpl_fallback: Callable[[StylePreset], Any] | None = None,
     formats: Sequence[str] = FORMATS,
     html: bool = True,
+    plotlyjs_dir: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write ``name.{pdf,svg,png}`` (+ ``.html`` for plotly, ``.csv`` data, ``.json`` card) to ``out_dir``.
 
@@ -264,6 +305,8 @@ def export_figure(
         mpl_fallback: ``f(preset) -> matplotlib Figure`` drawing the same data; used when Kaleido fails.
         formats: subset of ``("pdf", "svg", "png")``.
         html: also write the interactive HTML (plotly only).
+        plotlyjs_dir: folder of the one shared ``plotly.min.js`` the HTML loads (default ``out_dir``;
+            give the figure-set root when figures go to several folders).
 
     Returns ``{"pdf": path, "svg": ..., "png": ..., "html": ..., "csv": ..., "json": ...}``.
     """
@@ -287,7 +330,7 @@ def export_figure(
             data = plotly_figure_data(pfig)
         if html:
             written["html"] = out / f"{name}.html"
-            atomic_write(written["html"], lambda t: pfig.write_html(t, include_plotlyjs="directory", full_html=True))
+            write_plotly_html(pfig, written["html"], plotlyjs_dir=plotlyjs_dir)
         width_px, height_px = round(p.width_in * PX_PER_IN), round(p.height_in * PX_PER_IN)
         scales = [p.dpi / PX_PER_IN if fmt == "png" else 1.0 for fmt in paths]
         reason = render_with_kaleido(pfig, list(paths.values()), width_px=width_px, height_px=height_px,

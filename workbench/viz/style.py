@@ -44,6 +44,9 @@ IDENTITY_PALETTE: tuple[str, ...] = (
 )
 FACTOR_COLORS: dict[str, str] = {"expression": "#0072B2", "identity": "#D55E00", "residual": "#BBBBBB",
                                  "shared": "#999999"}
+#: Okabe & Ito (2008) colour-blind-safe palette, in the order runs get their colours (black last).
+OKABE_ITO: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
+                              "#000000")
 SEQUENCE_PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
                                      "#000000", "#999999")
 
@@ -135,10 +138,13 @@ def apply_plotly_style(fig: Any, preset: str | StylePreset = "single") -> Any:
         title_font={"size": pt_to_px(p.title_size)},
         legend={"font": {"size": pt_to_px(p.legend_size)}},
         margin={"l": 8, "r": 8, "t": 28 if fig.layout.title.text else 8, "b": 8, "autoexpand": True},
+        colorway=list(OKABE_ITO),  # traces without their own colour: colour-blind safe, like the paper figures
         paper_bgcolor="white",
         plot_bgcolor="white",
     )
-    axis = {"linewidth": pt_to_px(p.axis_line_width), "tickwidth": pt_to_px(p.axis_line_width),
+    if fig.layout.title.text:
+        fig.update_layout(title_automargin=True)  # the margin grows to the title instead of clipping it
+    axis = {"automargin": True, "linewidth": pt_to_px(p.axis_line_width), "tickwidth": pt_to_px(p.axis_line_width),
             "tickfont": {"size": pt_to_px(p.tick_size)}, "title_font": {"size": pt_to_px(p.font_size)},
             "showline": True, "linecolor": "#000000", "ticks": "outside", "ticklen": 3}
 
@@ -210,3 +216,90 @@ def mpl_style(preset: str | StylePreset = "single") -> Iterator[StylePreset]:
 
     with matplotlib.rc_context(mpl_rc(preset)):
         yield get_preset(preset)
+
+
+# -- one style for every paper figure -----------------------------------------------------------
+
+CHANCE_COLOR = "#555555"
+INTERVAL_NOTE = "error bars: 95% CI (person bootstrap)"
+
+#: human labels of every metric key drawn in a figure (comparison table, separation report, curves)
+METRIC_LABELS: dict[str, str] = {
+    "expr_linear": "Expression (linear probe)",
+    "expr_knn": "Expression (kNN)",
+    "identity_linear": "Identity leakage (linear probe)",
+    "identity_knn": "Identity leakage (kNN)",
+    "expression_linear_acc": "Expression (linear probe)",
+    "expression_linear_f1": "Expression macro-F1 (linear)",
+    "expression_knn_acc": "Expression (kNN)",
+    "expression_knn_f1": "Expression macro-F1 (kNN)",
+    "expression_chance": "Expression chance",
+    "identity_linear_acc": "Identity leakage (linear probe)",
+    "identity_knn_acc": "Identity leakage (kNN)",
+    "identity_chance": "Identity chance",
+    "silhouette_expression": "Silhouette (expression)",
+    "silhouette_identity": "Silhouette (identity)",
+    "expression_over_identity": "Expression over identity",
+    "retrieval_map_at_r": "Cross-identity mAP@R",
+    "retrieval_r_precision": "Cross-identity R-precision",
+    "var_identity": "Identity",
+    "var_expression": "Expression",
+    "var_additive": "Both (additive R²)",
+    "var_identity_unique": "Identity only",
+    "var_expression_unique": "Expression only",
+    "var_shared": "Shared",
+    "var_residual": "Residual",
+    "loss": "Pretraining loss",
+    "knn_expression": "Online kNN (expression)",
+    "knn/expression": "Online kNN (expression)",
+}
+
+#: short labels of the same keys, for tick labels inside a panel whose title names the group
+SHORT_METRIC_LABELS: dict[str, str] = {
+    "expr_linear": "Linear", "expr_knn": "kNN", "identity_linear": "Linear", "identity_knn": "kNN",
+    "expression_linear_acc": "Expr.\nlinear", "expression_knn_acc": "Expr.\nkNN",
+    "identity_linear_acc": "Identity\nlinear", "identity_knn_acc": "Identity\nkNN",
+    "silhouette_expression": "Silhouette\nexpr.", "silhouette_identity": "Silhouette\nidentity",
+    "expression_over_identity": "Expr. over\nidentity", "retrieval_map_at_r": "x-id\nmAP@R",
+    "retrieval_r_precision": "x-id\nR-prec.",
+    "var_identity": "Identity", "var_expression": "Expr.", "var_additive": "Both",
+    "var_identity_unique": "Identity\nonly", "var_expression_unique": "Expr.\nonly", "var_shared": "Shared",
+    "var_residual": "Residual",
+}
+
+
+def metric_label(key: str, *, short: bool = False) -> str:
+    """Human label of a metric key (``expr_linear`` -> ``Expression (linear probe)``); unknown keys are
+    de-underscored (``retrieval_precision_at_5`` -> ``Retrieval precision at 5``)."""
+    key = str(key)
+    if short and key in SHORT_METRIC_LABELS:
+        return SHORT_METRIC_LABELS[key]
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    if key.startswith("retrieval_precision_at_"):
+        return f"x-id\nP@{key.rsplit('_', 1)[1]}" if short else f"Cross-identity precision@{key.rsplit('_', 1)[1]}"
+    text = key.replace("/", " ").replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+def run_colors(names: Iterable[Any]) -> dict[str, str]:
+    """``{run: colour}`` in the given order (Okabe-Ito, cycling): the same run keeps its colour in every
+    panel of a figure."""
+    uniq = list(dict.fromkeys(str(n) for n in names))
+    return {n: OKABE_ITO[i % len(OKABE_ITO)] for i, n in enumerate(uniq)}
+
+
+def short_run_labels(names: Iterable[Any], *, max_len: int = 14) -> dict[str, str]:
+    """``{run: short label}``: the names themselves when all are short, else ``A``, ``B``, ... (the legend
+    or caption of every figure maps them back to the full names, see :func:`run_key`)."""
+    uniq = list(dict.fromkeys(str(n) for n in names))
+    if all(len(n) <= max_len for n in uniq):
+        return {n: n for n in uniq}
+    letters = [chr(ord("A") + i) if i < 26 else f"R{i + 1}" for i in range(len(uniq))]
+    return dict(zip(uniq, letters))
+
+
+def run_key(names: Iterable[Any], *, max_len: int = 14) -> dict[str, str]:
+    """``{run: legend text}``: ``"A: full-run-name"`` when short labels are letters, else the name."""
+    short = short_run_labels(names, max_len=max_len)
+    return {n: n if s == n else f"{s}: {n}" for n, s in short.items()}
