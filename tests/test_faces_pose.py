@@ -28,9 +28,9 @@ pytest.importorskip("dlib")
 @pytest.fixture(scope="module")
 def views(tmp_path_factory):
     """2 people x 8 expressions x 5 views (yaw -60 .. 60), 128 px, with ground-truth landmarks."""
-    from workbench.data.synth import SynthConfig, generate_dataset
-
     import pandas as pd
+
+    from workbench.data.synth import SynthConfig, generate_dataset
 
     out = tmp_path_factory.mktemp("views5")
     path = generate_dataset(SynthConfig(identities=2, images_per_identity=8, size=128, views=5, seed=3), out,

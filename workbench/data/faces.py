@@ -6,10 +6,20 @@ nothing, slow on CPU) -> the largest face -> 68 landmarks (``shape_predictor_68_
 a similarity transform (rotation, uniform scale, translation; Umeyama least squares) that maps the
 chosen landmark points onto :data:`workbench.data.geometry.TEMPLATE_68` placed in a ``size`` x ``size`` crop -> crop.
 
+The 68-point predictor is a frontal model: on a profile it still places a complete frontal set (the far
+eye on the cheek, the mouth spread). :func:`check_landmarks` therefore marks each face ``ok``,
+``profile`` (the manifest's yaw/view says so, or the nose tip sits at a jaw end) or ``implausible``
+(eye distance vs box width, fit residual against the frontal template, landmarks outside the box, a
+frontal-looking set on a face of known yaw); profiles get :func:`profile_crop` (upright, scale from the
+group's frontal faces or the box height) instead of the similarity alignment. Known profiles skip HOG
+(it finds none) and go straight to the CNN; the CNN runs batched over a task (a multi-view group or a
+chunk of images).
+
 :func:`align_manifest` does this for a whole manifest: crops are written under ``OUT/crops/``,
 ``OUT/manifest.csv`` keeps every original column (paths to the crops, ``landmarks`` in crop
-coordinates), ``OUT/failures.csv`` lists every image that failed (unreadable, no face) or needs a
-look (several faces: the largest is kept), and ``OUT/progress.jsonl`` makes the run resumable.
+coordinates; ``meta_face_status``, ``meta_face_reason``, ``meta_detector``), ``OUT/failures.csv`` lists
+every image that failed (unreadable, no face) or needs a look (several faces: the largest is kept;
+profile; implausible landmarks), and ``OUT/progress.jsonl`` makes the run resumable.
 
 The dlib models come from the ``face-recognition-models`` package (``pip install
 'workbench[faces]'``); dlib is imported only when a detector is created.
@@ -661,7 +671,12 @@ def align_manifest(manifest: Any, out_dir: str | os.PathLike[str], config: Faces
 
             wcfg["_single_thread"] = True
             since_flush = 0
-            with ProcessPoolExecutor(min(cfg.workers, len(tasks)), initializer=_worker_init,
+            import multiprocessing as mp
+
+            # forkserver/spawn, not fork: a fork of a process that already ran dlib's CNN (an earlier
+            # align_manifest call in the same process) hangs in the children
+            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(min(cfg.workers, len(tasks)), mp_context=ctx, initializer=_worker_init,
                                      initargs=(wcfg,)) as ex:
                 # one task = one group/chunk; results come back in order but as soon as they are done, so
                 # every worker stays busy (no barrier per batch) and the bar's ETA follows the real rate
