@@ -34,6 +34,8 @@ def test_jaffe_faces_detected_and_aligned(tmp_path, capsys):
     assert set(m.frame["identity"]) == set(Manifest.load(src).frame["identity"])
     lms = m.landmarks()
     assert np.isfinite(lms).all()
+    # frontal real faces pass the plausibility checks (measured: |nose asymmetry| <= 0.29, residual <= 0.07)
+    assert set(m.frame["meta_face_status"]) == {"ok"} and set(m.frame["meta_detector"]) == {"hog"}
     # the aligned landmarks sit on the template: stable points within a few pixels of it at 112 px
     stable = list(POINT_SETS["stable"])
     err = np.linalg.norm(lms[:, stable] - canonical_landmarks(112)[stable], axis=-1).mean(axis=1)

@@ -10,10 +10,14 @@ def register(sub) -> None:
     from workbench.data.faces import FacesConfig
 
     p = sub.add_parser("faces", help="detect faces, fit 68 landmarks and write aligned crops + a new manifest",
-                       description="Detect the face in every image of a manifest (dlib HOG, CNN fallback), fit "
-                                   "68 landmarks, similarity-align to a canonical template and write the crops, "
-                                   "OUT/manifest.csv (landmarks in crop coordinates) and OUT/failures.csv. "
-                                   "Re-running the same command resumes.")
+                       description="Detect the face in every image of a manifest (dlib HOG, CNN fallback; HOG "
+                                   "skipped on known profiles from the yaw/view column), fit 68 landmarks, check "
+                                   "them (meta_face_status: ok, profile or implausible, reason in "
+                                   "meta_face_reason), similarity-align ok/implausible faces to a canonical "
+                                   "template and give profiles a yaw-aware crop, and write the crops, "
+                                   "OUT/manifest.csv (landmarks in crop coordinates) and OUT/failures.csv "
+                                   "(failures, and kept faces that need a look). A multi-view group is one task "
+                                   "(one batched CNN call). Re-running the same command resumes.")
     p.add_argument("manifest", help="the input manifest CSV")
     p.add_argument("--out", required=True, help="output folder (crops/, manifest.csv, failures.csv)")
     p.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run in --out")

@@ -100,3 +100,13 @@ def inter_ocular_distance(points: np.ndarray) -> np.ndarray:
     """Distance between the outer eye corners (36 and 45); works on (68,2) or (N,68,2)."""
     pts = np.asarray(points)
     return np.linalg.norm(pts[..., 36, :] - pts[..., 45, :], axis=-1)
+
+
+def nose_asymmetry(points: np.ndarray) -> np.ndarray:
+    """Where the nose tip (30) lies along the jaw line from point 0 to point 16, mapped to -1 .. 1
+    (0 = half way, a frontal face; +-1 = at a jaw end; beyond +-1 = outside the jaw span). A yaw
+    proxy that ignores in-plane rotation; works on (68, 2) or (N, 68, 2)."""
+    pts = np.asarray(points, dtype=np.float64)
+    axis = pts[..., 16, :] - pts[..., 0, :]
+    t = ((pts[..., 30, :] - pts[..., 0, :]) * axis).sum(-1) / np.maximum((axis * axis).sum(-1), 1e-12)
+    return 2.0 * t - 1.0
