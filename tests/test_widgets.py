@@ -150,6 +150,9 @@ def test_train_panel_start_records_stop_checkpoint(tiny_synth, tmp_path):
     panel.train_form.inputs["max_steps"].value = result.step + 1
     panel.start(wait=True)
     assert panel.result.step == result.step + 1
+    steps = [r["step"] for r in panel.records if "loss" in r]              # the history before the stop stays
+    assert steps == list(range(1, result.step + 2)), steps
+    assert list(panel.curves.figure.data[0].x) == steps
 
 
 def test_train_panel_shows_errors_from_the_training_thread(tmp_path):

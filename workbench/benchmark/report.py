@@ -90,7 +90,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for r in result["pretrain"]:
             b = r["breakdown_cpu_ms"]
-            lines.append(f"| {r['backbone']} | {_f(b['workbench_gather_transfer_per_batch'])} | "
+            where = " (on device)" if r.get("device_data") else ""
+            lines.append(f"| {r['backbone']} | {_f(b['workbench_gather_transfer_per_batch'])}{where} | "
                          f"{_f(b['workbench_two_global_views_per_batch'])} | {_f(b['model_step_per_batch'])} | "
                          f"{_f(b['reference_decode_per_image_1thread'], 3)} | "
                          f"{_f(b['reference_two_transforms_per_image_1thread'], 3)} | "

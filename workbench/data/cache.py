@@ -27,7 +27,7 @@ import os
 import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,9 @@ class FaceData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     cache_dir: Path | None = None
     _codes: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict, repr=False)
+    #: the images (uint8 N,S,S,3) and landmarks as tensors on a device (:meth:`to_device`), or None
+    device_images: torch.Tensor | None = field(default=None, repr=False)
+    device_landmarks: torch.Tensor | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -121,15 +124,39 @@ class FaceData:
             raise ManifestError(f"split '{name}' has no images in {self.manifest.path}")
         return self.subset(rows)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded images and landmarks (what :meth:`to_device` uploads)."""
+        n = int(np.prod(self.images.shape)) * np.dtype(self.images.dtype).itemsize
+        return n + (0 if self.landmarks is None else int(np.prod(self.landmarks.shape)) * 4)
+
+    def to_device(self, device: torch.device | str) -> FaceData:
+        """The same data with its images and landmarks uploaded once to ``device``: :meth:`batch` then
+        gathers there (``index_select`` on uint8, converted after) with no per-step host gather or copy."""
+        dev = torch.device(device)
+        images = torch.from_numpy(np.ascontiguousarray(np.asarray(self.images))).to(dev)
+        lms = None if self.landmarks is None else torch.from_numpy(np.ascontiguousarray(self.landmarks)).to(dev)
+        return replace(self, device_images=images, device_landmarks=lms, _codes=dict(self._codes))
+
+    def on_device(self, device: torch.device | str) -> bool:
+        """Whether :meth:`batch` for ``device`` gathers on the device (the data were uploaded there)."""
+        if self.device_images is None:
+            return False
+        a, b = torch.device(device), self.device_images.device
+        return a.type == b.type and (a.index or 0) == (b.index or 0)
+
     def batch(self, rows: np.ndarray, device: torch.device | str = "cpu", *, pin: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images float (…, 3, S, S) in [0, 1] and landmarks (…, 68, 2) for an index array of any shape.
 
-        The uint8 gather happens on the host; the conversion to float happens on ``device``
-        (4x less host→device traffic). ``pin=True`` pins host memory for non-blocking copies.
+        Uploaded data (:meth:`to_device`) are gathered on the device. Otherwise the uint8 gather happens
+        on the host and the conversion to float on ``device`` (4x less host→device traffic); ``pin=True``
+        pins host memory for non-blocking copies.
         """
         rows = np.asarray(rows, dtype=np.int64)
         flat = rows.reshape(-1)
+        if self.on_device(device):
+            return self._device_batch(rows, flat)
         u8 = torch.from_numpy(np.ascontiguousarray(self.images[flat]))
         if pin and torch.cuda.is_available():
             u8 = u8.pin_memory()
@@ -144,6 +171,31 @@ class FaceData:
             lm = lm.to(device, non_blocking=pin)
             lm = lm.reshape(*rows.shape, 68, 2)
         return x, lm
+
+    def _device_batch(self, rows: np.ndarray, flat: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = self.device_images
+        assert images is not None
+        index = torch.from_numpy(flat).to(images.device, non_blocking=True)
+        x = images.index_select(0, index).permute(0, 3, 1, 2).float().div_(255.0)
+        x = x.reshape(*rows.shape, 3, self.size, self.size)
+        lm = None
+        if self.device_landmarks is not None:
+            lm = self.device_landmarks.index_select(0, index).reshape(*rows.shape, 68, 2)
+        return x, lm
+
+
+def keep_on_device(data: FaceData, device: torch.device, mode: str = "auto", share: float = 0.25) -> FaceData:
+    """``data`` uploaded to ``device`` when ``mode`` is ``on``, or ``auto`` on CUDA when the decoded faces
+    take at most ``share`` of the device's free memory; otherwise ``data`` as it is (host gather per step)."""
+    if mode == "off" or data.on_device(device):
+        return data
+    if mode == "auto":
+        if device.type != "cuda":
+            return data
+        free, _ = torch.cuda.mem_get_info(device)
+        if data.nbytes > share * free:
+            return data
+    return data.to_device(device)
 
 
 class _IndexedArray:

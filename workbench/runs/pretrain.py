@@ -40,7 +40,8 @@ from workbench.train.trainer import Callback, EpochEval, Trainer, TrainResult
 #: training options that may differ when resuming (they do not change what is computed, except that
 #: a larger ``epochs`` extends the cosine schedule: exact only when resuming with the same value)
 RESUME_MAY_CHANGE = ("epochs", "max_steps", "device", "threads", "knn_every", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "devices", "strategy", "num_nodes", "tensorboard")
+                     "checkpoint_every", "keep_checkpoints", "devices", "strategy", "num_nodes", "tensorboard",
+                     "device_data")
 
 
 def code_version() -> dict[str, Any]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.data.cache import keep_on_device
 from workbench.device import select_device
 from workbench.errors import CheckpointError, ConfigError, TrainingDiverged, WorkbenchError
 from workbench.io import read_jsonl, write_text_atomic
@@ -102,6 +103,8 @@ class Trainer:
         self.folder = folder
         self.run_dir = folder.path
         self.device = device or select_device(self.tc.device)
+        data = keep_on_device(data, self.device, self.tc.device_data)
+        self.data = data
         self.callbacks = list(callbacks or [])
         self.progress = progress
         self._stop = threading.Event()
@@ -271,7 +274,7 @@ class Trainer:
         rows = np.asarray(rows)
         if rows.ndim == 1:
             rows = rows[:, None]
-        pin = self.device.type == "cuda"
+        pin = self.device.type == "cuda" and not self.data.on_device(self.device)
         images, landmarks = self.data.batch(rows, self.device, pin=pin)
         flat = torch.from_numpy(np.ascontiguousarray(rows.reshape(-1)))
         if pin:

@@ -25,6 +25,7 @@ from typing import Any
 import ipywidgets as W
 
 from workbench.errors import ConfigError
+from workbench.io import read_jsonl
 from workbench.runs import RunFolder, recipe_name
 from workbench.widgets._common import LiveFigure, Panel, message_html
 from workbench.widgets.form import ConfigForm
@@ -239,6 +240,12 @@ class TrainPanel(Panel):
     def _on_trainer(self, trainer: Any) -> None:
         self._trainer = trainer
         self._total = int(trainer.total_steps)
+        if trainer.step:  # resumed: the curves start with the run's history (the log is already cut at the
+            # checkpoint's step, so nothing is shown twice)
+            history, _ = read_jsonl(trainer.folder.metrics)
+            with self._lock:
+                self.records = [r for r in history if isinstance(r.get("step"), int) and r["step"] <= trainer.step
+                                and "event" not in r] + self.records
         if self._stop_requested:
             trainer.stop()
 
