@@ -198,6 +198,16 @@ def test_runs_write_tensorboard_scalars_that_match_the_metrics_log(tiny_synth, t
     events = [(e.step, e.value) for e in acc.Scalars("loss")]
     assert [s for s, _ in events] == [s for s, _ in losses]
     assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(events, losses, strict=True))
+    # the embedding projector: every face of the training split (< 500), labelled, with thumbnails
+    from workbench.data.cache import load_face_data
+
+    n_train = len(load_face_data(tiny_synth, 32, progress=False).split("train"))
+    config = (run / "tensorboard" / "projector_config.pbtxt").read_text()
+    assert "feats" in config and "sprite" in config and "metadata" in config
+    meta = next((run / "tensorboard").glob("*/feats/metadata.tsv")).read_text().splitlines()
+    assert meta[0].split("\t")[:2] == ["expression", "identity"] and len(meta) == 1 + n_train
+    tensors = next((run / "tensorboard").glob("*/feats/tensors.tsv")).read_text().splitlines()
+    assert len(tensors) == n_train and len(tensors[0].split("\t")) == 512
     off = tmp_path / "off"
     pretrain(_cfg(tiny_synth, epochs=1, knn_every=0, tensorboard=False), off, progress=False)
     assert not (off / "tensorboard").exists()

@@ -8,7 +8,8 @@
 - :mod:`~workbench.runs.results` — where persisted results live (keys hold every setting);
 - :mod:`~workbench.runs.evaluate`, :mod:`~workbench.runs.finetune` — evaluation and fine-tuning of a run;
 - :mod:`~workbench.runs.export` — the backbone as a plain timm state dict;
-- :mod:`~workbench.runs.recipes` — named small runs that notebooks make once and reuse.
+- :mod:`~workbench.runs.recipes` — named small runs that notebooks make once and reuse;
+- :mod:`~workbench.runs.projector` — the TensorBoard embedding projector of a finished run.
 """
 
 from workbench.runs.embeddings import embeddings_key, extract_embeddings

@@ -33,6 +33,7 @@ from workbench.methods import SSLMethod
 from workbench.runs.layout import RunFolder
 from workbench.runs.load import build_method, read_run_config
 from workbench.runs.lock import RunLock, is_rank_zero_process
+from workbench.runs.projector import write_projector
 from workbench.train.config import RunConfig
 from workbench.train.distributed import FabricTrainer, make_fabric
 from workbench.train.trainer import Callback, EpochEval, Trainer, TrainResult
@@ -129,7 +130,11 @@ def _start(trainer: Trainer, folder: RunFolder, *, resume: bool,
         trainer.resume(folder.last_checkpoint)
     if trainer_hook is not None:
         trainer_hook(trainer)
-    return trainer.fit()
+    result = trainer.fit()
+    if result.status == "finished" and trainer.tc.tensorboard and getattr(trainer, "rank", 0) == 0:
+        write_projector(folder, trainer.method, trainer.data, seed=trainer.tc.seed, step=result.step,
+                        device=trainer.device)
+    return result
 
 
 def prepare_data(config: RunConfig, manifest: Manifest | None = None, *, progress: bool = True
