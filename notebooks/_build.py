@@ -279,7 +279,7 @@ MAP_METHOD = "umap"         # "umap" or "pca" (instant; over training: one PCA p
 from workbench.analysis.study import umap_for_runs
 from workbench.widgets import EmbeddingExplorer
 
-emap = umap_for_runs(runs, manifest, method=MAP_METHOD)   # cached in the run folders
+emap = umap_for_runs(runs, manifest, method=MAP_METHOD, progress=True)   # cached in the run folders
 explorer = EmbeddingExplorer(emap, color="expression", facet="run")
 explorer'''),
     ("md", "Selections come back to Python (`explorer.selected` = map rows); you can also select from code:"),
@@ -291,7 +291,7 @@ emap.meta.iloc[explorer.selected][["run", "expression", "identity", "split"]].he
     ("code", '''\
 from workbench.widgets import map_over_training
 
-over = map_over_training(runs[0], manifest, method=MAP_METHOD)
+over = map_over_training(runs[0], manifest, method=MAP_METHOD, progress=True)
 EmbeddingExplorer(over, color="expression")'''),
 ]
 

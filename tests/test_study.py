@@ -22,11 +22,13 @@ def test_separation_cli_json_and_persistence(tiny_run, tiny_synth, capsys, monke
     assert main(["separation", str(tiny_run), "--data", str(tiny_synth), "--json"]) == 0
 
 
-def test_separation_track_over_checkpoints(tiny_run, tiny_synth):
+def test_separation_track_over_checkpoints(tiny_run, tiny_synth, capsys):
     from workbench.analysis.study import separation_over_training
 
-    frame = separation_over_training(tiny_run, tiny_synth).to_frame()
+    frame = separation_over_training(tiny_run, tiny_synth, progress=True).to_frame()
     assert sorted(set(frame["epoch"].tolist())) == [1, 2]
+    err = capsys.readouterr().err  # the bar over the checkpoints (tqdm text outside a notebook)
+    assert "checkpoints" in err and "2/2" in err
 
 
 def test_compare_runs_table(tiny_run, tiny_synth, tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from workbench.data.manifest import Manifest
 from workbench.errors import CheckpointError, ConfigError
@@ -52,6 +53,11 @@ DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
+def _steps(items: Sequence[Any], desc: str, progress: bool) -> Any:
+    """``items`` with a progress bar (tqdm.auto: a widget bar in a notebook, text in a terminal)."""
+    return tqdm(items, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+
+
 def _manifest(manifest):
     return manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
 
@@ -73,13 +79,13 @@ def run_label(run) -> str:
 
 def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[str, dict] | None = None,
                  checkpoint: str = "last", label_fraction: float = 1.0, seed: int = 0,
-                 out: str | Path | None = None) -> pd.DataFrame:
+                 out: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
     """One row per run, one column per protocol (accuracy); also macro-F1 columns.
 
     Expression is evaluated subject-disjoint (kNN without same-identity neighbours); identity on a
     per-identity split ("identity leakage": lower is better for an expression embedding). Each
     protocol's :class:`~workbench.evaluate.protocols.EvalResult` is saved in ``eval-*/<protocol>/``;
-    ``out`` also writes the table as CSV.
+    ``out`` also writes the table as CSV; ``progress`` shows a bar over the runs.
     """
     from workbench.config import from_dict
     from workbench.evaluate.protocols import EvalConfig
@@ -88,7 +94,7 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
     m = _manifest(manifest)
     protocols = protocols or DEFAULT_PROTOCOLS
     rows = []
-    for rd in run_dirs:
+    for rd in _steps(list(run_dirs), "evaluating runs", progress):
         run = _run(rd, checkpoint)
         emb = extract_embeddings(run, m)
         row: dict[str, Any] = {"run": run_label(run), "method": run.config.method,
@@ -129,13 +135,15 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
                              seed=seed, split=assign_splits(meta, seed=seed).to_numpy(), out_dir=folder)
 
 
-def separation_for_runs(run_dirs: Sequence[str | Path], manifest, **kw) -> dict[str, Any]:
-    """``{run name: SeparationReport}``."""
+def separation_for_runs(run_dirs: Sequence[str | Path], manifest, *, progress: bool = False, **kw) -> dict[str, Any]:
+    """``{run name: SeparationReport}`` (``progress``: a bar over the runs)."""
     m = _manifest(manifest)
-    return {Path(rd).name: separation_for_run(rd, m, **kw) for rd in run_dirs}
+    return {Path(rd).name: separation_for_run(rd, m, **kw)
+            for rd in _steps(list(run_dirs), "identity vs expression", progress)}
 
 
-def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed: int = 0, recompute: bool = False):
+def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed: int = 0, recompute: bool = False,
+                             progress: bool = False):
     """SeparationReport at each numbered checkpoint of a run (each persisted and reused), collected in a
     SeparationTrack that is saved in ``separation-track-<manifest key>/``."""
     from workbench.analysis.separation import SeparationTrack
@@ -145,7 +153,7 @@ def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed:
     if not cks:
         raise CheckpointError(f"{run_dir} has no numbered checkpoints (pretrain with checkpoint_every > 0)")
     track = SeparationTrack()
-    for ck in cks:
+    for ck in _steps(cks, "checkpoints", progress):
         epoch = int(ck.stem.split("-")[1])
         track.add(epoch, separation_for_run(run_dir, m, checkpoint=ck.stem, feature=feature, seed=seed,
                                             recompute=recompute))
@@ -154,7 +162,8 @@ def separation_over_training(run_dir, manifest, *, feature: str = "feats", seed:
 
 
 def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "umap", seed: int = 0,
-                  checkpoint: str = "last", feature: str = "feats", recompute: bool = False):
+                  checkpoint: str = "last", feature: str = "feats", recompute: bool = False,
+                  progress: bool = False):
     """A 2-D map (UMAP or PCA) per run (each persisted and reused), stacked into one EmbeddingMap with a
     ``run`` column (the stack itself is not saved)."""
     import numpy as np
@@ -163,7 +172,7 @@ def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "um
 
     m = _manifest(manifest)
     coords, metas, params = [], [], {}
-    for rd in run_dirs:
+    for rd in _steps(list(run_dirs), f"{method.upper()} per run", progress):
         run = _run(rd, checkpoint)
         folder = _folder(run, f"{method}-{feature}-s{seed}", m)
         if not recompute and (folder / RESULT_FILE).is_file():
@@ -189,7 +198,7 @@ def _map_meta(meta: pd.DataFrame, manifest) -> pd.DataFrame:
 
 
 def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str = "feats",
-                               max_points: int = 2000, recompute: bool = False):
+                               max_points: int = 2000, recompute: bool = False, progress: bool = False):
     """AlignedUMAP over the run's numbered checkpoints so maps stay comparable across training."""
     import numpy as np
 
@@ -205,7 +214,7 @@ def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str
     Xs, meta = [], None
     rng = np.random.default_rng(seed)
     rows = None
-    for ck in cks:
+    for ck in _steps(cks, "embedding checkpoints", progress):
         emb = extract_embeddings(_run(run_dir, ck.stem), m)
         if rows is None:
             n = len(emb)
@@ -217,7 +226,7 @@ def aligned_umap_over_training(run_dir, manifest, *, seed: int = 0, feature: str
 
 
 def map_over_training(run_dir: str | Path, manifest: Any, *, method: str = "umap", seed: int = 0,
-                      max_points: int = 2000) -> Any:
+                      max_points: int = 2000, progress: bool = False) -> Any:
     """2-D maps of a run's numbered checkpoints, stacked with an ``epoch`` column.
 
     ``method="umap"``: :func:`~workbench.analysis.study.aligned_umap_over_training` (AlignedUMAP: axes
@@ -229,7 +238,7 @@ def map_over_training(run_dir: str | Path, manifest: Any, *, method: str = "umap
     from workbench.analysis.umap import EmbeddingMap, compute_map
 
     if method == "umap":
-        return aligned_umap_over_training(run_dir, manifest, seed=seed, max_points=max_points)
+        return aligned_umap_over_training(run_dir, manifest, seed=seed, max_points=max_points, progress=progress)
     if method != "pca":
         raise ConfigError(f"method must be 'umap' or 'pca', got '{method}'")
     m = _manifest(manifest)
@@ -237,7 +246,7 @@ def map_over_training(run_dir: str | Path, manifest: Any, *, method: str = "umap
     if not cks:
         raise CheckpointError(f"{run_dir} has no numbered checkpoints (pretrain with checkpoint_every > 0)")
     coords, metas, rows = [], [], None
-    for ck in cks:
+    for ck in _steps(cks, "checkpoints", progress):
         emb = extract_embeddings(load_run(run_dir, ck.stem), m)
         if rows is None:
             n = len(emb)
@@ -326,8 +335,9 @@ def separation_bars_figure(reports: dict[str, Any], *, style: str = "double"):
 
 def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Path, *,
                      figures: Sequence[str] | None = None, style: str = "double", seed: int = 0,
-                     umap_method: str = "umap", timeout: float = 60.0) -> dict[str, Path]:
-    """Write the standard figures (PDF, SVG, 300-dpi PNG, CSV, JSON card each) and ``results.tex``."""
+                     umap_method: str = "umap", timeout: float = 60.0, progress: bool = False) -> dict[str, Path]:
+    """Write the standard figures (PDF, SVG, 300-dpi PNG, CSV, JSON card each) and ``results.tex``
+    (``progress``: a bar over the figures)."""
     from workbench.viz.export import export_figure
     from workbench.viz.latex import latex_table
 
@@ -355,16 +365,21 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
         finally:
             plt.close(fig)
 
+    bar = tqdm(total=len(figures) + 1, desc="figures", disable=not progress, leave=False, dynamic_ncols=True)
     table = compare_runs(runs, m, seed=seed, out=out / "results.csv")
+    bar.update()
     if "training_curves" in figures:
         chance = table["expr_knn_chance"].dropna() if "expr_knn_chance" in table else pd.Series(dtype=float)
         written["training_curves"] = export(*training_curves(runs, style=style, chance=chance.mean()
                                                              if len(chance) else None), "training_curves")
+        bar.update()
     if "probe_comparison" in figures:
         written["probe_comparison"] = export(*probe_comparison_figure(table, style=style), "probe_comparison")
+        bar.update()
     if "separation_bars" in figures:
         reports = separation_for_runs(runs, m, seed=seed)
         written["separation_bars"] = export(*separation_bars_figure(reports, style=style), "separation_bars")
+        bar.update()
     if "umap_panels" in figures:
         from workbench.viz.export import write_plotly_html
         from workbench.viz.figures import umap_panels_figure
@@ -373,6 +388,7 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
         fig, data = umap_panels_figure(emap.frame(), style=style, facet="run", method=umap_method.upper())
         written["umap_panels"] = export(fig, data, "umap_panels")
         write_plotly_html(emap.plot(color="expression", facet="run"), out / "umap_panels.html", plotlyjs_dir=out)
+        bar.update()
     if "gradcam_grid" in figures and m.has("landmarks"):
         from workbench.viz.figures import gradcam_grid_figure, region_bars_figure
 
@@ -382,6 +398,8 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
             res.save_overlays(out / f"gradcam_{name}", cmap="inferno")
             written[f"gradcam_regions_{name}"] = export(*region_bars_figure(res, style=style),
                                                         f"gradcam_regions_{name}")
+        bar.update()
+    bar.close()
     cols = ["run", "method"] + [c for c in DEFAULT_PROTOCOLS if c in table.columns]
     tex = latex_table(table[cols], caption="Frozen-feature evaluation (accuracy). Expression: subject-disjoint; "
                                            "identity: leakage (lower is better for expression embeddings).",

@@ -28,7 +28,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.analysis.study import write_figure_set
 
-    written = write_figure_set(args.run_dirs, args.data, args.out, figures=args.figures, style=args.style,
+    written = write_figure_set(args.run_dirs, args.data, args.out, progress=True, figures=args.figures, style=args.style,
                                seed=args.seed, umap_method=args.umap_method)
     for name, path in written.items():
         print(f"{name}: {path}")

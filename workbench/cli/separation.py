@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.analysis.study import separation_for_run, separation_over_training
 
     if args.track:
-        track = separation_over_training(args.run_dir, args.data, feature=args.feature, seed=args.seed,
+        track = separation_over_training(args.run_dir, args.data, progress=True, feature=args.feature, seed=args.seed,
                                          recompute=args.recompute)
         frame = track.to_frame()
         print(json.dumps(frame.to_dict(orient="records")) if args.json else frame.to_string(index=False))

@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     if args.aligned:
         if len(args.run_dirs) != 1:
             raise ConfigError("--aligned takes exactly one run folder")
-        emap = aligned_umap_over_training(args.run_dirs[0], args.data, seed=args.seed)
+        emap = aligned_umap_over_training(args.run_dirs[0], args.data, seed=args.seed, progress=True)
         facet = args.facet or "epoch"
     else:
-        emap = umap_for_runs(args.run_dirs, args.data, method=args.method, seed=args.seed)
+        emap = umap_for_runs(args.run_dirs, args.data, method=args.method, seed=args.seed, progress=True)
         facet = args.facet or ("run" if len(args.run_dirs) > 1 else None)
     paths = emap.export(Path(args.out), style=args.style, name=f"{emap.method}-{args.color}", color=args.color,
                         facet=facet)

@@ -107,8 +107,10 @@ class _Busy:
         self.panel.say(self.text + " …", "info")
         self._seen = self._catch.__enter__() or []
         warnings.simplefilter("default")
+        self.panel.log.__enter__()  # the library's progress bars (tqdm.auto) appear in the panel's log
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.panel.log.__exit__(None, None, None)
         self._catch.__exit__(None, None, None)
         if exc_type is not None:
             return

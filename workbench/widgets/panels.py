@@ -84,7 +84,7 @@ class RunComparison(Panel):
         if not chosen:
             raise ConfigError("select at least one protocol")
         with self.busy(f"evaluating {len(runs)} run(s)"):
-            table = compare_runs(runs, self.manifest, protocols={k: DEFAULT_PROTOCOLS[k] for k in chosen},
+            table = compare_runs(runs, self.manifest, progress=True, protocols={k: DEFAULT_PROTOCOLS[k] for k in chosen},
                                  label_fraction=float(self.label_fraction.value))
         self.table = table
         self._draw()
@@ -166,7 +166,7 @@ class SeparationPanel(Panel):
 
         runs = _selected(self.runs)
         with self.busy(f"scoring identity vs expression for {len(runs)} run(s)"):
-            self.reports = separation_for_runs(runs, self.manifest, feature=self.feature.value)
+            self.reports = separation_for_runs(runs, self.manifest, feature=self.feature.value, progress=True)
         self._paths = {p.name: p for p in runs}
         self.run.options = list(self.reports)
         self._draw()
@@ -211,7 +211,7 @@ class SeparationPanel(Panel):
 
         if run not in self.tracks:
             with self.busy(f"scoring every checkpoint of {run}"):
-                self.tracks[run] = separation_over_training(self._paths[run], self.manifest,
+                self.tracks[run] = separation_over_training(self._paths[run], self.manifest, progress=True,
                                                             feature=self.feature.value)
         return self.tracks[run]
 
@@ -387,7 +387,7 @@ class FigurePanel(Panel):
             raise ConfigError("select at least one figure")
         out = Path(self.out_dir.value).expanduser()
         with self.busy(f"exporting {len(figs)} figure type(s) for {len(runs)} run(s) to {out}"):
-            self.written = write_figure_set(runs, self.manifest, out, figures=figs, style=self.style.value,
+            self.written = write_figure_set(runs, self.manifest, out, progress=True, figures=figs, style=self.style.value,
                                             umap_method=self.umap_method.value, timeout=self.timeout)
         self._list(out)
         self.say(f"wrote {len(self.written)} figure(s) to {out}", "ok")
