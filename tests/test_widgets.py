@@ -287,12 +287,13 @@ def test_separation_panel_table_and_views(tiny_run, tiny_synth):
     panel = SeparationPanel([tiny_run], tiny_synth)
     table = panel.table()
     assert list(table["run"]) == [tiny_run.name] and -1 <= table.loc[0, "expression_over_identity"] <= 1
-    assert len(panel.plot.figure.data) == 1
-    panel.run.value = tiny_run.name
+    assert len(panel.plot.figure.data) == 1 and len(panel.plot.figure.layout.shapes) == 2  # chance lines
+    assert panel.run.value == tiny_run.name  # the first run is preselected: "one run" shows something at once
     panel.view.value = "run"
     assert "expression-over-identity" in panel.summary.value
     panel.view.value = "track"
     assert ERROR not in panel.status.value and len(panel.tracks[tiny_run.name].to_frame()) > 0
+    assert len(panel.plot.figure.layout.shapes) == 0  # no chance line of the plane view on the epoch axis
 
 
 def test_attention_panel_overlays_and_region_bars(tiny_run, tiny_synth):

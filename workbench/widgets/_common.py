@@ -249,6 +249,9 @@ class LiveFigure:
                 new = go.Figure(fig)
                 with self.figure.batch_update():
                     self.figure.data = ()
+                    # shapes and annotations are cleared explicitly: the browser keeps those the new layout
+                    # leaves out (a chance line of one view stayed on the next view's epoch axis)
+                    self.figure.update_layout(shapes=[], annotations=[])
                     self.figure.layout = new.layout
                     self.figure.add_traces(list(new.data))
             else:

@@ -168,7 +168,9 @@ class SeparationPanel(Panel):
         with self.busy(f"scoring identity vs expression for {len(runs)} run(s)"):
             self.reports = separation_for_runs(runs, self.manifest, feature=self.feature.value, progress=True)
         self._paths = {p.name: p for p in runs}
+        previous = self.run.value
         self.run.options = list(self.reports)
+        self.run.value = previous if previous in self.reports else next(iter(self.reports), None)  # never blank
         self._draw()
         return self.reports
 
