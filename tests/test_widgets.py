@@ -138,6 +138,10 @@ def test_train_panel_start_records_stop_checkpoint(tiny_synth, tmp_path):
     assert result is not None and result.status == "stopped" and result.step >= 1
     assert (run_dir / "checkpoints" / "last.safetensors").is_file()
     assert "saved" in panel.status.value and ERROR not in panel.status.value
+    log = "".join(o.get("text", "") for o in panel.log.outputs)       # the Log accordion has every record
+    assert "step 1 · epoch" in log and "loss" in log and "stopped at step" in log
+    knn_axis = panel.curves.figure.layout.yaxis2.range
+    assert tuple(knn_axis) == (0, 1.02)
     rec = panel.records[0]
     assert {"step", "loss", "lr", "collapse/std_ratio", "collapse/effective_rank"} <= set(rec)
     fig = panel.curves.figure

@@ -35,6 +35,18 @@ CURVES = (("loss", "loss"), ("knn/expression", "online kNN (expression, val)"),
           ("collapse/effective_rank", "collapse: effective rank"))
 
 
+def _log_line(rec: dict[str, Any]) -> str:
+    """One line of the panel's Log for a metrics record."""
+    bits = [f"step {rec.get('step')}"]
+    if isinstance(rec.get("epoch"), (int, float)):
+        bits.append(f"epoch {rec['epoch']:.2f}")
+    for key in ("loss", "lr", "knn/expression", "collapse/std_ratio", "event"):
+        value = rec.get(key)
+        if value is not None:
+            bits.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return " · ".join(bits)
+
+
 def _curve_figure() -> Any:
     from plotly.subplots import make_subplots
 
@@ -43,6 +55,8 @@ def _curve_figure() -> Any:
         fig.add_scatter(x=[], y=[], mode="lines+markers", name=key, row=1, col=i + 1, marker={"size": 4},
                         line={"width": 1.5})
         fig.update_xaxes(title_text="step", row=1, col=i + 1)
+        if key == "knn/expression":  # an accuracy: always on [0, 1], even with one point
+            fig.update_yaxes(range=[0, 1.02], row=1, col=i + 1)
     fig.update_layout(height=260, margin={"l": 40, "r": 10, "t": 40, "b": 40}, showlegend=False,
                       template="plotly_white")
     fig.update_annotations(font_size=11)
@@ -252,6 +266,7 @@ class TrainPanel(Panel):
     def _on_record(self, rec: dict[str, Any]) -> None:
         with self._lock:
             self.records.append(dict(rec))
+        self.log.append_stdout(_log_line(rec) + "\n")
 
     def metrics_frame(self) -> Any:
         """The records received so far as a DataFrame (one row per logged step / epoch end)."""
@@ -320,6 +335,9 @@ class TrainPanel(Panel):
             return
         ck = RunFolder(res.run_dir).last_checkpoint
         self.progress.bar_style = "success" if res.status == "finished" else "warning"
+        per_epoch = getattr(self._trainer, "steps_per_epoch", 0) or 0
+        epoch = f"{res.step / per_epoch:.2f}" if per_epoch else str(res.epoch)  # as the live line shows it
+        self.log.append_stdout(f"{res.status} at step {res.step}; checkpoint {ck}\n")
         self.status.value = message_html(
-            f"{res.status} at step {res.step} (epoch {res.epoch}); checkpoint {ck} "
+            f"{res.status} at step {res.step} (epoch {epoch}); checkpoint {ck} "
             f"{'saved' if ck.is_file() else 'MISSING'}", "ok" if ck.is_file() else "error")
