@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"evaluate"},
     {"runs"},
     {"analysis", "explain", "benchmark", "viz"},
-    {"demo", "comparison"},
+    {"demo", "comparison", "multiview"},
     {"widgets", "cli"},
 ]
 

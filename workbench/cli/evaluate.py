@@ -86,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{d['protocol']:<8} {d['target']:<11} {d['label_fraction']:>6g}  {score:>6}  {ci:<16} {chance:>6}  "
               f"{str(d.get('n_test_people') or '–'):>11}  {d.get('split_rule', '')}")
         for g, s in (d.get("by", {}).get("groups") or {}).items():
-            print(f"{'':<8} {args.by}={g:<9} {'':>6}  {s['accuracy']:>6.3f}  n={s['n']}, people={s['people']}")
+            print(f"{'':<8} {args.by}={g:<9} {'':>6}  {s['accuracy']:>6.3f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+                  f"  n={s['n']}, people={s['people']}")
     return 0

@@ -18,7 +18,7 @@ from workbench.data.splits import assign_splits
 from workbench.data.vocabulary import EXPRESSIONS
 from workbench.errors import MissingMetadataError
 from workbench.evaluate import protocols
-from workbench.evaluate.intervals import person_folds
+from workbench.evaluate.intervals import person_bootstrap, person_folds
 from workbench.evaluate.protocols import _encode_labels, result_from_predictions
 
 
@@ -115,7 +115,8 @@ def _person_cv(X, y, ids, rows, cfg, classes, evaluate_embeddings, split_people:
 
 def accuracy_by(result, meta, column: str) -> dict[str, dict[str, float]]:
     """Accuracy of a classification ``result`` per value of ``meta[column]`` over its test rows (e.g. per
-    camera view): ``{value: {"accuracy", "n", "people"}}``, values in natural order."""
+    camera view): ``{value: {"accuracy", "ci_low", "ci_high", "n", "people"}}`` (95 % person bootstrap),
+    values in natural order."""
     if column not in meta.columns:
         raise MissingMetadataError(f"--by {column}: the manifest has no '{column}' column")
     if result.test_rows is None or result.accuracy is None:
@@ -137,6 +138,8 @@ def accuracy_by(result, meta, column: str) -> dict[str, dict[str, float]]:
     out = {}
     for g in sorted(set(groups.tolist()), key=order):
         m = groups == g
-        out[g] = {"accuracy": float(ok[m].mean()), "n": int(m.sum()),
+        score = person_bootstrap(ok[m], people[m] if people is not None else np.arange(int(m.sum())),
+                                 seed=int((result.config or {}).get("seed", 0) or 0))
+        out[g] = {"accuracy": float(ok[m].mean()), "ci_low": score.low, "ci_high": score.high, "n": int(m.sum()),
                   "people": int(len(set(people[m].tolist()))) if people is not None else None}
     return out
