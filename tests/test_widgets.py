@@ -204,6 +204,8 @@ def test_view_preview_shows_every_family_and_sampler_items(tiny_synth, tiny_clip
     preview.dataset.value = "views"
     items = preview.sampler_items("group")
     assert items.shape[1] == 5 and len(preview.group_gallery.keys) == items.size
+    yaws = preview.manifest.frame["view"].astype(float).to_numpy()[items]
+    assert (np.diff(yaws, axis=1) > 0).all()  # every item's views left to right in yaw order
 
 
 # ----------------------------------------------------------------------------- run panels

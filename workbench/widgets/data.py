@@ -206,8 +206,16 @@ class ViewPreview(Panel):
             w.observe(self.guard(lambda _c: self.refresh()), names=["value"])
         self.dataset.observe(self.guard(lambda _c: self._dataset_changed()), names=["value"])
         self.resample.on_click(self.guard(lambda _b: self._new_faces()))
-        tabs = W.Tab(children=[W.VBox([self.header, self.image]), self.clip_gallery.widget,
-                               self.group_gallery.widget])
+        clip_legend = W.HTML(
+            "<span style='color:#555'>One SSL-FER clip item: <b>A</b> anchor frame; <b>P</b> its TimeAug "
+            "positive (a frame 2-6 positions away in the same clip); <b>NA</b> a hard-negative anchor (a frame "
+            "of the same clip at least 12 positions from A: same person, the expression has moved on) and "
+            "<b>NP</b> its own TimeAug positive. Identity alone cannot tell A from NA.</span>")
+        group_legend = W.HTML("<span style='color:#555'>One multi-view item (CL-MEx): the same expression "
+                              "instance from every camera view, ordered by yaw; all are positives of each "
+                              "other.</span>")
+        tabs = W.Tab(children=[W.VBox([self.header, self.image]), W.VBox([clip_legend, self.clip_gallery.widget]),
+                               W.VBox([group_legend, self.group_gallery.widget])])
         for i, t in enumerate(("Augmentations", "Clip sampler (A, P, NA, NP)", "Multi-view sampler")):
             tabs.set_title(i, t)
         self.widget = W.VBox([
@@ -286,7 +294,11 @@ class ViewPreview(Panel):
             if not m.has("group"):
                 return None
             s = MultiViewSampler(m.frame["group"].astype(str).to_numpy(), batch_size_groups=1, seed=seed)
-            return s.sample_epoch(self._pick)[:n]
+            items = s.sample_epoch(self._pick)[:n]
+            if m.has("view"):  # each item's views left to right in yaw order
+                key = np.array([_view_order(v) for v in m.frame["view"].tolist()])
+                items = np.take_along_axis(items, np.argsort(key[items], axis=1, kind="stable"), axis=1)
+            return items
         raise ConfigError(f"unknown sampler kind '{kind}' (clip or group)")
 
     def _refresh_samplers(self) -> None:
@@ -314,3 +326,12 @@ class ViewPreview(Panel):
                 tiles.append((face_tile(images[pos[r]], None), f"{role} · {row.get('expression', '')} · {extra}"))
                 keys.append(r)
             gallery.set(tiles, keys=keys)
+
+
+def _view_order(value: object) -> float:
+    """A view's sort key: its yaw when numeric, else its position among KDEF-style codes."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        codes = ("FL", "HL", "S", "HR", "FR")
+        return float(codes.index(str(value))) if str(value) in codes else 0.0
