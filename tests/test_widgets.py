@@ -310,8 +310,10 @@ def test_attention_panel_overlays_and_region_bars(tiny_run, tiny_synth):
     assert list(summary["run"]) == [tiny_run.name] and 0 <= summary.loc[0, "moving_share"] <= 1
     box = panel.panels.children[1]
     assert box.children[1].value and box.children[2] is not None           # overlay image + bar figure
+    assert "tiles, row by row: neutral, happiness" in box.children[2].value  # captions name each tile
     panel.expression.value = "happiness"
     assert panel.indices(tiny_run.name) == np.flatnonzero(res.scores["expression"] == "happiness").tolist()
+    assert [t.name for t in panel.region_figures[tiny_run.name].data] == ["happiness"]  # bars follow the filter
 
 
 @pytest.mark.slow

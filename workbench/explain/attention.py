@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,13 +248,15 @@ class AttentionResult(Results):
             paths.append(p)
         return paths
 
-    def plot_regions(self, *, metric: str = "score", style: str | None = None) -> Any:
+    def plot_regions(self, *, metric: str = "score", style: str | None = None,
+                     expressions: Sequence[str] | None = None) -> Any:
         """Grouped bar chart: mean region score per expression (error bars: standard error).
 
         Args:
             metric: ``"score"`` (mass/area, dashed line at 1 = uniform; default) or ``"mass"``
                 (share of the attention mass, rows sum to 1).
             style: optional ``workbench.viz.style`` preset (``"single"``, ``"double"``, ``"slide"``).
+            expressions: only these expressions (default: every one present).
         Returns:
             a plotly ``Figure``; colours are the fixed expression palette.
         """
@@ -265,7 +268,8 @@ class AttentionResult(Results):
         df = self.scores
         regions = self.regions
         fig = go.Figure()
-        order = [e for e in EXPRESSIONS if e in set(df["expression"].dropna())]
+        order = [e for e in EXPRESSIONS if e in set(df["expression"].dropna())
+                 and (expressions is None or e in expressions)]
         for e in order:
             part = df[df["expression"] == e]
             vals = part[[f"{metric}_{r}" for r in regions]]

@@ -289,7 +289,6 @@ class RunPicker(W.VBox):
         self.add_button = W.Button(description="Add", icon="plus", layout=W.Layout(width="84px"))
         self.message = W.HTML()
         self.add_button.on_click(lambda _: self.add(self.folder.value))
-        self.folder.on_submit(lambda _: self.add(self.folder.value))
         super().__init__([self.select, W.HBox([self.folder, self.add_button]), self.message])
 
     @property

@@ -270,6 +270,7 @@ class AttentionPanel(Panel):
         self.button = W.Button(description="Compute", button_style="primary", icon="eye")
         self.panels = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.results: dict[str, Any] = {}
+        self.region_figures: dict[str, Any] = {}  # the bar figure drawn per run
         self.button.on_click(self.guard(lambda _b: self.compute()))
         for w in (self.expression, self.metric):
             w.observe(self.guard(lambda _c: self._draw()), names=["value"])
@@ -322,13 +323,20 @@ class AttentionPanel(Panel):
         cols: list[W.Widget] = [W.HTML(frame_html(self.summary()), layout=W.Layout(width="100%"))]
         for name, res in self.results.items():
             idx = self.indices(name)
-            grid = res.grid(indices=idx, ncols=min(len(idx), 4) or 1, scale=2, landmarks=True) if idx else None
-            fig = res.plot_regions(metric=self.metric.value)
+            ncols = min(len(idx), 4) or 1
+            grid = res.grid(indices=idx, ncols=ncols, scale=2, landmarks=True) if idx else None
+            shown = None if self.expression.value == "(all)" else [self.expression.value]
+            fig = res.plot_regions(metric=self.metric.value, expressions=shown)  # the bars follow the filter
+            self.region_figures[name] = fig
+            labels = res.scores["expression"].astype(str).to_numpy()
+            rows_text = [", ".join(labels[idx[i:i + ncols]]) for i in range(0, len(idx), ncols)]
+            caption = W.HTML("<span style='color:#555;font-size:11px'>tiles, row by row: "
+                             + " | ".join(html.escape(t) for t in rows_text) + "</span>")
             fig.update_layout(height=300, width=460, title=name, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                               legend={"font": {"size": 9}})
             cols.append(W.VBox([W.HTML(f"<b>{html.escape(name)}</b> · target {html.escape(res.meta.get('target', ''))}"),
                                 image_widget(grid, width=f"{grid.shape[1]}px") if grid is not None
-                                else W.HTML("<i>no face</i>"),
+                                else W.HTML("<i>no face</i>"), caption,
                                 LiveFigure(fig).widget],
                                layout=W.Layout(margin="0 12px 12px 0")))
         self.panels.children = tuple(cols)
