@@ -119,6 +119,15 @@ def _is_num(v: Any) -> bool:
         and math.isfinite(float(v))
 
 
+def _bar_inputs(sub: pd.DataFrame, key: str, value: str, keys: Sequence[str]) -> tuple[dict, dict, dict]:
+    """From a long frame (``key``, ``run``, ``value``, ``low``, ``high``, ``chance``): the bar values and
+    intervals keyed by (key, run), and the chance level per key."""
+    values = {(k, r): v for k, r, v in zip(sub[key], sub["run"], sub[value])}
+    intervals = {(k, r): (lo, hi) for k, r, lo, hi in zip(sub[key], sub["run"], sub["low"], sub["high"])}
+    chance = {k: sub.loc[sub[key] == k, "chance"].dropna().mean() for k in keys}
+    return values, intervals, chance
+
+
 def _grouped_bars(ax: Any, groups: Sequence[str], runs: Sequence[str], values: Mapping[tuple[str, str], Any],
                   colors: Mapping[str, str], p: StylePreset, *, intervals: Mapping[tuple[str, str], tuple] | None = None,
                   chance: Mapping[str, Any] | None = None, tick_labels: Sequence[str] | None = None,
@@ -270,11 +279,8 @@ def probe_comparison_figure(table: pd.DataFrame, *, style: str | StylePreset = "
         fig, axes = _figure(p, 1, n, sharey=True)
         drew_chance = drew_ci = False
         for ax, (title, cols) in zip(axes[0], panels.items()):
-            sub = long[long["protocol"].isin(cols)]
-            values = {(c, r): v for c, r, v in zip(sub["protocol"], sub["run"], sub["accuracy"])}
-            ivs = {(c, r): (lo, hi) for c, r, lo, hi in zip(sub["protocol"], sub["run"], sub["low"], sub["high"])}
+            values, ivs, chance = _bar_inputs(long[long["protocol"].isin(cols)], "protocol", "accuracy", cols)
             drew_ci |= any(_is_num(a) for a, _ in ivs.values())
-            chance = {c: sub.loc[sub["protocol"] == c, "chance"].dropna().mean() for c in cols}
             drew_chance |= _grouped_bars(ax, cols, runs, values, colors, p, intervals=ivs, chance=chance,
                                          tick_labels=[metric_label(c, short=True) for c in cols])
             _panel_title(ax, title, p, p.width_in / n)
@@ -345,10 +351,8 @@ def separation_figure(reports: Mapping[str, Any], *, style: str | StylePreset = 
         drew_chance = drew_ci = False
         for ax, (title, keys) in zip(flat, panels.items()):
             sub = long[long["metric"].isin(keys)]
-            values = {(k, r): v for k, r, v in zip(sub["metric"], sub["run"], sub["value"])}
-            ivs = {(k, r): (lo, hi) for k, r, lo, hi in zip(sub["metric"], sub["run"], sub["low"], sub["high"])}
+            values, ivs, chance = _bar_inputs(sub, "metric", "value", keys)
             drew_ci |= any(_is_num(a) for a, _ in ivs.values())
-            chance = {k: sub.loc[sub["metric"] == k, "chance"].dropna().mean() for k in keys}
             drew_chance |= _grouped_bars(ax, keys, runs, values, colors, p, intervals=ivs, chance=chance,
                                          tick_labels=[metric_label(k, short=True).replace("\n", " ")
                                                       for k in keys], horizontal=True)
