@@ -12,7 +12,7 @@ from workbench.multiview import MODELS
 
 def test_study_multiview_cli_scores_every_model_per_view_with_intervals(tmp_path, capsys):
     out = tmp_path / "mv"
-    code = main(["study-multiview", "--out", str(out), "--seeds", "0", "--views", "3", "--identities", "12",
+    code = main(["multiview", "--out", str(out), "--seeds", "0", "--views", "3", "--identities", "12",
                  "--instances-per-identity", "8", "--image-size", "32", "--backbone", "resnet10t", "--epochs", "1",
                  "--finetune-epochs", "1", "--batch-size", "8", "--device", "cpu", "--quiet"])
     assert code == 0

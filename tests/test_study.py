@@ -22,8 +22,11 @@ def test_separation_cli_json_and_persistence(tiny_run, tiny_synth, capsys, monke
     assert main(["separation", str(tiny_run), "--data", str(tiny_synth), "--json"]) == 0
 
 
-def test_separation_track_over_checkpoints(tiny_run, tiny_synth, capsys):
+def test_separation_track_over_checkpoints(tiny_run, tiny_synth, capsys, monkeypatch):
+    from workbench.analysis import study
     from workbench.analysis.study import separation_over_training
+
+    monkeypatch.setattr(study, "PROGRESS_DELAY", 0.0)  # the bar shows at once (normally after 2 s)
 
     frame = separation_over_training(tiny_run, tiny_synth, progress=True).to_frame()
     assert sorted(set(frame["epoch"].tolist())) == [1, 2]

@@ -1,4 +1,4 @@
-"""The multi-view study (CL-MEx's setting): ``workbench study-multiview``.
+"""The multi-view study (CL-MEx's setting): ``workbench multiview``.
 
 On a multi-view data set (every expression instance seen from K yaw angles, a ``group`` per instance;
 the synthetic ``--views 5`` set by default, or a KDEF/DDCF-style manifest), for every seed:
@@ -47,7 +47,7 @@ MODELS = ("clmex fine-tuned", "scratch fine-tuned", "clmex frozen linear", "rand
 
 @dataclass
 class MultiViewConfig:
-    """Settings of ``workbench study-multiview``."""
+    """Settings of ``workbench multiview``."""
 
     seeds: tuple[int, ...] = param((0, 1, 2), "Seeds: each draws its own synthetic people, weights, split and views.")
     manifest: str = param("", "A multi-view manifest (group + view columns, e.g. KDEF built with `workbench "
@@ -67,6 +67,9 @@ class MultiViewConfig:
                                  min=1)
     finetune_lr: float = param(1e-3, "Fine-tuning learning rate (AdamW, cosine), both sides.", min=0.0)
     finetune_batch_size: int = param(32, "Fine-tuning batch size, both sides.", min=2)
+    label_fraction: float = param(1.0, "Share of the training labels used to fine-tune and to fit the frozen "
+                                       "probes (class-stratified, seeded); 0.1 = the few-label setting where "
+                                       "pretraining should matter most.", min=0.001, max=1.0)
     device: str = param("auto", "'auto' uses CUDA when present.")
 
 
@@ -93,7 +96,7 @@ def run_multiview_study(out_dir: str | Path, cfg: MultiViewConfig | None = None,
     """Run the study; returns the per-seed table (also written to ``out_dir``)."""
     cfg = cfg or MultiViewConfig()
     if not cfg.seeds:
-        raise ConfigError("study-multiview: give at least one seed")
+        raise ConfigError("multiview: give at least one seed")
     if cfg.manifest:
         real = Manifest.load(cfg.manifest)
         real.require("group", "view", "expression", "identity", purpose="the multi-view study")
@@ -117,13 +120,13 @@ def run_multiview_study(out_dir: str | Path, cfg: MultiViewConfig | None = None,
                           "knn_every": 0, "keep_checkpoints": 1, "warmup_epochs": 1}}), run_dir, progress=progress)
         run = load_run(run_dir, device=device)
         budget = dict(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size,
-                      seed=seed, device=device, progress=progress)
+                      seed=seed, device=device, progress=progress, label_fraction=cfg.label_fraction)
         for model, scratch in (("clmex fine-tuned", False), ("scratch fine-tuned", True)):
             say(f"   fine-tuning {'from scratch' if scratch else 'CL-MEx'} ({cfg.finetune_epochs} epochs)")
             res = finetune_run(run, manifest, from_scratch=scratch, **budget)
             rows += _rows(seed, model, res, res.per_view)
         say("   frozen linear probes (CL-MEx, random init)")
-        probe = EvalConfig(protocol="linear", target="expression", seed=seed)
+        probe = EvalConfig(protocol="linear", target="expression", seed=seed, label_fraction=cfg.label_fraction)
         emb = extract_embeddings(run, manifest)
         frozen = evaluate_embedding_set(emb.feats, emb.meta, probe)
         rows += _rows(seed, "clmex frozen linear", frozen, accuracy_by(frozen, emb.meta, "view"))
@@ -172,7 +175,9 @@ def multiview_markdown(table: pd.DataFrame, command: str, cfg: MultiViewConfig) 
     """Means over seeds per model and view (with the seed range), verdicts, the command."""
     views = [v for v in dict.fromkeys(table["view"].tolist()) if v != "all"]
     cols = ["all", *sorted(views, key=lambda v: (float(v) if _is_number(v) else 0.0, v))]
-    lines = [f"# Multi-view study: CL-MEx vs the same architecture from scratch ({len(cfg.seeds)} seed(s))", "",
+    labels = "" if cfg.label_fraction >= 1 else f", {cfg.label_fraction:g} of the training labels"
+    lines = [f"# Multi-view study: CL-MEx vs the same architecture from scratch ({len(cfg.seeds)} seed(s)"
+             f"{labels})", "",
              "Cells: mean over seeds of the expression accuracy [lowest 95 % interval bound, highest bound] "
              f"over seeds; {int(table['test_people'].max())} test people at most.", "",
              "| model | " + " | ".join("overall" if c == "all" else f"view {c}" for c in cols) + " |",

@@ -53,9 +53,14 @@ DEFAULT_PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
+#: seconds before a progress bar shows: quick work and one-line errors stay free of bars
+PROGRESS_DELAY = 2.0
+
+
 def _steps(items: Sequence[Any], desc: str, progress: bool) -> Any:
     """``items`` with a progress bar (tqdm.auto: a widget bar in a notebook, text in a terminal)."""
-    return tqdm(items, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True)
+    return tqdm(items, desc=desc, unit="step", disable=not progress, leave=False, dynamic_ncols=True,
+                delay=PROGRESS_DELAY)
 
 
 def _manifest(manifest):
@@ -365,7 +370,8 @@ def write_figure_set(run_dirs: Sequence[str | Path], manifest, out_dir: str | Pa
         finally:
             plt.close(fig)
 
-    bar = tqdm(total=len(figures) + 1, desc="figures", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=len(figures) + 1, desc="figures", disable=not progress, leave=False, dynamic_ncols=True,
+               delay=PROGRESS_DELAY)
     table = compare_runs(runs, m, seed=seed, out=out / "results.csv")
     bar.update()
     if "training_curves" in figures:

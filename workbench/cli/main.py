@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: sub-commands that compute (they take --threads)
-COMPUTING = ("demo", "study", "study-multiview", "synth", "manifest", "faces", "pretrain", "evaluate", "finetune", "separation",
+COMPUTING = ("demo", "study", "multiview", "synth", "manifest", "faces", "pretrain", "evaluate", "finetune", "separation",
              "umap", "attention", "figures", "export", "benchmark")
 
 

@@ -1,4 +1,4 @@
-"""`workbench study-multiview --out DIR`: CL-MEx on a multi-view set vs the same encoder from scratch."""
+"""`workbench multiview --out DIR`: CL-MEx on a multi-view set vs the same encoder from scratch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ def register(sub) -> None:
     from workbench.config import add_arguments
     from workbench.multiview import MultiViewConfig
 
-    p = sub.add_parser("study-multiview", help="multi-view study: CL-MEx vs scratch, per view, seeds, intervals",
+    p = sub.add_parser("multiview", help="multi-view study: CL-MEx vs scratch, per view, seeds, intervals",
                        description="On a multi-view set (synthetic --views by default, or --manifest with group "
                                    "and view columns), for each seed: pretrain CL-MEx on the groups, fine-tune it "
                                    "and the same architecture from scratch at the same budget, and score frozen "
