@@ -119,6 +119,16 @@ def _is_num(v: Any) -> bool:
         and math.isfinite(float(v))
 
 
+def _runs_legend(fig: Any, runs: Sequence[str], colors: Mapping[str, str], p: Any, *, chance: bool,
+                 intervals: bool) -> None:
+    """The legend under a bar figure: one entry per run (short key: full name), chance, the CI note."""
+    handles, labels = _run_handles(runs, colors, p=p), [run_key(runs)[r] for r in runs]
+    if chance:
+        handles.append(_chance_handle(p))
+        labels.append("chance")
+    _legend_below(fig, handles, labels, p, title="error bars: 95% CI" if intervals else None)
+
+
 def _bar_inputs(sub: pd.DataFrame, key: str, value: str, keys: Sequence[str]) -> tuple[dict, dict, dict]:
     """From a long frame (``key``, ``run``, ``value``, ``low``, ``high``, ``chance``): the bar values and
     intervals keyed by (key, run), and the chance level per key."""
@@ -287,11 +297,7 @@ def probe_comparison_figure(table: pd.DataFrame, *, style: str | StylePreset = "
             ax.set_ylim(0.0, 1.03)
             ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
         axes[0][0].set_ylabel("Accuracy")
-        handles, labels = _run_handles(runs, colors, p=p), [run_key(runs)[r] for r in runs]
-        if drew_chance:
-            handles.append(_chance_handle(p))
-            labels.append("chance")
-        _legend_below(fig, handles, labels, p, title="error bars: 95% CI" if drew_ci else None)
+        _runs_legend(fig, runs, colors, p, chance=drew_chance, intervals=drew_ci)
     return fig, long
 
 
@@ -370,11 +376,7 @@ def separation_figure(reports: Mapping[str, Any], *, style: str | StylePreset = 
                 ax.axvline(0.0, color="#000000", lw=p.axis_line_width)
                 ax.set_xlabel("Score")
                 ax.xaxis.set_major_locator(MaxNLocator(nbins=3 if p.name == "single" else 4))
-        handles, labels = _run_handles(runs, colors, p=p), [run_key(runs)[r] for r in runs]
-        if drew_chance:
-            handles.append(_chance_handle(p))
-            labels.append("chance")
-        _legend_below(fig, handles, labels, p, title="error bars: 95% CI" if drew_ci else None)
+        _runs_legend(fig, runs, colors, p, chance=drew_chance, intervals=drew_ci)
     return fig, long
 
 
