@@ -232,14 +232,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", *, title: str | None = None,
-                  flags: dict[str, str] | None = None, skip: typing.Collection[str] = ()) -> None:
+                  flags: dict[str, str] | None = None) -> None:
     """Add one ``--prefix.name`` flag per field (default None = keep the dataclass default), help text and
-    default from the field. ``flags`` renames a field's flag (``{"manifest": "--data"}``); ``skip`` leaves
-    fields out. A bool flag alone means true (``--small-stem``); ``--small-stem false`` is accepted too."""
+    default from the field. ``flags`` renames a field's flag (``{"manifest": "--data"}``). A bool flag alone means true (``--small-stem``); ``--small-stem false`` is accepted too."""
     group = parser.add_argument_group(title or prefix.rstrip(".") or cls.__name__)
     for spec in describe(cls):
-        if spec.name in skip:
-            continue
         flag = (flags or {}).get(spec.name) or "--" + (prefix + spec.name).replace("_", "-")
         help_text = f"{spec.help} [default: {spec.default}]".replace("%", "%%")
         if spec.choices:

@@ -73,10 +73,6 @@ def _run(run, checkpoint: str = "last"):
     return load_run(run.path if isinstance(run, LoadedRun) else run, checkpoint)
 
 
-def _folder(run, kind: str, manifest) -> Path:
-    return analysis_folder(run, kind, manifest)
-
-
 def run_label(run) -> str:
     """The run's folder name (how runs are labelled in tables and figures)."""
     return run.path.name
@@ -107,7 +103,7 @@ def compare_runs(run_dirs: Sequence[str | Path], manifest, *, protocols: dict[st
         for name, fields in protocols.items():
             cfg = from_dict(EvalConfig, {"seed": seed, "label_fraction": label_fraction, **fields})
             res = evaluate_embedding_set(emb.get(cfg.feature), emb.meta, cfg)
-            res.save(_folder(run, "eval", m) / name)
+            res.save(analysis_folder(run, "eval", m) / name)
             row[name] = res.accuracy
             row[f"{name}_f1"] = res.macro_f1
             row.update({f"{name}_low": res.ci_low, f"{name}_high": res.ci_high, f"{name}_chance": res.chance})
@@ -128,7 +124,7 @@ def separation_for_run(run_dir, manifest, *, checkpoint: str = "last", feature: 
 
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
-    folder = _folder(run, f"separation-{feature}", m)
+    folder = analysis_folder(run, f"separation-{feature}", m)
     if not recompute and (folder / RESULT_FILE).is_file():
         return SeparationReport.load(folder)
     m.require("expression", "identity", purpose="the identity-vs-expression analysis")
@@ -179,7 +175,7 @@ def umap_for_runs(run_dirs: Sequence[str | Path], manifest, *, method: str = "um
     coords, metas, params = [], [], {}
     for rd in _steps(list(run_dirs), f"{method.upper()} per run", progress):
         run = _run(rd, checkpoint)
-        folder = _folder(run, f"{method}-{feature}-s{seed}", m)
+        folder = analysis_folder(run, f"{method}-{feature}-s{seed}", m)
         if not recompute and (folder / RESULT_FILE).is_file():
             one = EmbeddingMap.load(folder)
         else:
@@ -275,7 +271,7 @@ def attention_for_run(run_dir, manifest, *, target: str = "prototype", checkpoin
 
     m = _manifest(manifest)
     run = _run(run_dir, checkpoint)
-    folder = _folder(run, f"attention-{target}-n{n_per_expression}-s{seed}", m)
+    folder = analysis_folder(run, f"attention-{target}-n{n_per_expression}-s{seed}", m)
     if not recompute and (folder / RESULT_FILE).is_file():
         return AttentionResult.load(folder)
     if layer is None:

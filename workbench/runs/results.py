@@ -19,13 +19,10 @@ def manifest_key(manifest: Any) -> str:
     return manifest.fingerprint()[:10]
 
 
-def analysis_folder(run: Any, kind: str, manifest: Any, *, checkpoint: str | None = None) -> Path:
-    """``RUN/analysis/<kind>-<checkpoint>-<manifest key>``: one analysis of one checkpoint over one manifest.
-
-    ``run`` is a loaded run (its checkpoint names the folder) or a run folder with ``checkpoint`` given."""
-    folder = RunFolder(run.path if hasattr(run, "checkpoint") else run)
-    ck = checkpoint if checkpoint is not None else run.checkpoint.stem
-    return folder.analysis(f"{kind}-{ck}-{manifest_key(manifest)}")
+def analysis_folder(run: Any, kind: str, manifest: Any) -> Path:
+    """``RUN/analysis/<kind>-<checkpoint>-<manifest key>``: one analysis of a loaded run's checkpoint over
+    one manifest."""
+    return RunFolder(run.path).analysis(f"{kind}-{run.checkpoint.stem}-{manifest_key(manifest)}")
 
 
 def track_folder(run: Any, kind: str, manifest: Any) -> Path:

@@ -279,10 +279,11 @@ class RunPicker(W.VBox):
 
     def __init__(self, run_dirs: Sequence[str | Path], *, more: Sequence[str | Path] = (), description: str = "Runs",
                  rows: int = 4) -> None:
+        self.max_rows = rows
         paths = [Path(p) for p in run_dirs]
         paths += [Path(p) for p in more if Path(p) not in paths]
         self.select = W.SelectMultiple(options=[(p.name, str(p)) for p in paths],
-                                       value=tuple(str(p) for p in run_dirs), rows=min(max(len(paths), 2), 8),
+                                       value=tuple(str(p) for p in run_dirs), rows=min(max(len(paths), 2), rows),
                                        description=description, layout=W.Layout(width="460px"))
         self.folder = W.Text(placeholder="add runs: a run folder, or a folder holding runs",
                              layout=W.Layout(width="370px"))
@@ -316,7 +317,7 @@ class RunPicker(W.VBox):
         selected = tuple(self.select.value)
         self.select.options = [*self.select.options, *((p.name, str(p)) for p in new)]
         self.select.value = (*selected, *(str(p) for p in new))
-        self.select.rows = min(max(len(self.select.options), 2), 8)
+        self.select.rows = min(max(len(self.select.options), 2), self.max_rows)
         self.message.value = message_html(f"added {len(new)} run(s) from {folder}" if new
                                           else f"the runs under {folder} are already listed", "ok")
         return new
